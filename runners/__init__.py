@@ -1,0 +1,16 @@
+"""Runners own the training loops. ``get(name)`` returns a runner's ``train(cfg, run_dir, device,
+project_root) -> summary dict``; modules are imported lazily so one paper's dependencies never slow
+down another's start-up."""
+import importlib
+
+RUNNERS = {
+    "retrieval": "runners.retrieval",
+}
+
+
+def get(name: str):
+    if name not in RUNNERS:
+        from runners.core import UserError
+
+        raise UserError(f"unknown runner '{name}'; available: {', '.join(sorted(RUNNERS))}")
+    return importlib.import_module(RUNNERS[name]).train
