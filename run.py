@@ -191,6 +191,13 @@ def execute(cfg):
         print(f"{cfg.experiment_name}: {cfg.objective}={value}  ({run_dir})", file=sys.stderr)
         return float(value)
     except UserError as e:
+        from hydra.types import RunMode
+
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            # one bad job (say a diverging learning rate) must not abort the rest of a sweep
+            print(f"error: {e}", file=sys.stderr)
+            (run_dir / "error.txt").write_text(f"{e}\n")
+            return float("nan")
         fail(str(e))
     except Interrupted as e:
         fail(f"interrupted: {e}", code=130)

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import random
+import secrets
 import signal
 import sys
 import time
@@ -105,7 +106,7 @@ class Tracker:
             import wandb
 
             os.environ.setdefault("WANDB_SILENT", "true")
-            self.wandb_id = wandb_id or wandb.util.generate_id()
+            self.wandb_id = wandb_id or secrets.token_hex(4)
             self.wandb_run = wandb.init(
                 project=cfg.logger.project, entity=cfg.logger.get("entity"), mode=mode,
                 group=cfg.logger.get("group") or cfg.get("experiment_name"),
