@@ -147,6 +147,22 @@ def validate(overrides: list[str]) -> None:
                 fail(f"{line}: expected {_kind(default)} like the default {default!r}, got {v!r}")
 
 
+def apply_smoke(cfg, task_overrides) -> None:
+    """Shrink the run with ``smoke_overrides``, then re-apply the command line's own values so that
+    ``smoke=true train.steps=100`` means 100 steps."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf, open_dict
+
+    groups = {p.name for p in CONF.iterdir() if p.is_dir()}
+    with open_dict(cfg):
+        cfg.merge_with(cfg.smoke_overrides)
+        for o in OverridesParser.create().parse_overrides(list(task_overrides)):
+            key = o.key_or_group
+            if key.split("@")[0] in groups or key.startswith("hydra") or o.is_delete():
+                continue
+            OmegaConf.update(cfg, key, o.value(), merge=False)
+
+
 def _hydra_app():
     import hydra
     from omegaconf import DictConfig
@@ -170,8 +186,7 @@ def execute(cfg):
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         if cfg.smoke:
-            with open_dict(cfg):
-                cfg.merge_with(cfg.smoke_overrides)
+            apply_smoke(cfg, HydraConfig.get().overrides.task)
         with open_dict(cfg):
             cfg.run_dir = str(run_dir)
         summary_path = run_dir / "summary.json"

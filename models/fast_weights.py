@@ -115,9 +115,11 @@ CORES = {"fast_weights": FastWeightsRNN, "irnn": IRNN, "lstm": LSTM, "alstm": At
 class RetrievalClassifier(nn.Module):
     """Embedding -> recurrent core -> ReLU hidden layer -> class logits."""
 
-    def __init__(self, core: nn.Module, vocab_size: int, embed_dim: int, head_hidden: int, n_classes: int):
+    def __init__(self, core: nn.Module, vocab_size: int, embed_dim: int, head_hidden: int, n_classes: int,
+                 embed_init_std: float = 1.0):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, embed_dim)
+        nn.init.normal_(self.embed.weight, 0.0, embed_init_std)
         self.core = core
         self.head = nn.Sequential(nn.Linear(core.out_features, head_hidden), nn.ReLU(),
                                   nn.Linear(head_hidden, n_classes))
@@ -127,8 +129,8 @@ class RetrievalClassifier(nn.Module):
 
 
 def build_retrieval_model(name: str, vocab_size: int, n_classes: int, hidden_size: int, embed_dim: int,
-                          head_hidden: int, **core_kwargs) -> RetrievalClassifier:
+                          head_hidden: int, embed_init_std: float = 1.0, **core_kwargs) -> RetrievalClassifier:
     if name not in CORES:
         raise ValueError(f"unknown model '{name}'; choose from {sorted(CORES)}")
     core = CORES[name](embed_dim, hidden_size, **core_kwargs)
-    return RetrievalClassifier(core, vocab_size, embed_dim, head_hidden, n_classes)
+    return RetrievalClassifier(core, vocab_size, embed_dim, head_hidden, n_classes, embed_init_std)

@@ -74,6 +74,8 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
             opt.load_state_dict(state["optimizer"])
             step, best, wandb_id = state["step"], state["best"], state.get("wandb_id")
             set_rng_state(state["rng"])
+            for group in opt.param_groups:  # an lr given on the resuming command line wins
+                group["lr"] = tc.lr
         elif cfg.resume != "auto":
             raise UserError(f"resume: no checkpoint at {ckpt.path}")
 

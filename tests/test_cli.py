@@ -1,0 +1,152 @@
+"""The command line as a user meets it: every experiment composes and smoke-runs, bad input is one
+line, interrupted runs resume to the same result, sweeps run through the submitit launcher."""
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from conftest import ROOT, run_cli
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+QUIET = ["logger.mode=disabled", "logger.progress=false"]
+
+
+def one_error_line(p):
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr + p.stdout
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    assert len(errors) == 1, p.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes(name):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={name}"])
+    assert cfg.experiment_name == name
+    assert cfg.runner and cfg.objective and cfg.smoke_overrides
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_smoke_runs(name, tmp_path):
+    p = run_cli(f"experiment={name}", "smoke=true", f"hydra.run.dir={tmp_path}", f"data.root={tmp_path}/data",
+                *QUIET, check=True)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert 0.0 <= summary["test/error"] <= 1.0 and summary["train/steps"] == 24
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert any("val/error" in r for r in rows) and any("train/loss" in r for r in rows)
+    assert (tmp_path / "checkpoint.pt").exists() and (tmp_path / ".hydra" / "config.yaml").exists()
+    assert f"val/error_best={summary['val/error_best']}" in p.stderr
+
+
+def test_wandb_offline_run_is_written(tmp_path):
+    run_cli("experiment=fastweights_retrieval", "smoke=true", f"hydra.run.dir={tmp_path}",
+            f"data.root={tmp_path}/data", "logger.progress=false", check=True)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    (log,) = runs[0].glob("run-*.wandb")  # the offline log `wandb sync` uploads
+    raw = log.read_bytes()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert b"val/error" in raw and b"fastweights_retrieval" in raw  # history and resolved config
+    assert json.dumps(summary["test/error"]).encode() in raw  # the summary was logged too
+
+
+def test_unknown_experiment():
+    line = one_error_line(run_cli("experiment=nope"))
+    assert "unknown experiment 'nope'" in line and "fastweights_retrieval" in line and "lstm_retrieval" in line
+
+
+def test_no_experiment():
+    assert "experiment=<name>" in one_error_line(run_cli())
+
+
+def test_wrong_type_override():
+    line = one_error_line(run_cli("experiment=fastweights_retrieval", "model.hidden_size=abc"))
+    assert "model.hidden_size=abc" in line and "integer" in line
+    line = one_error_line(run_cli("-m", "experiment=fastweights_retrieval", "train.lr=abc,1e-3"))
+    assert "train.lr" in line
+
+
+def test_unknown_key():
+    assert "model.hiden_size" in one_error_line(run_cli("experiment=fastweights_retrieval", "model.hiden_size=5"))
+
+
+def test_missing_data_directory(tmp_path):
+    line = one_error_line(run_cli("experiment=fastweights_retrieval", "data.source=files",
+                                  f"data.root={tmp_path}/absent", f"hydra.run.dir={tmp_path}/run", *QUIET))
+    assert "absent" in line and "train.txt" in line
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    base = ["experiment=fastweights_retrieval", "smoke=true", f"data.root={tmp_path}/data", *QUIET]
+    run_cli(*base, "train.steps=10", "checkpoint.every=5", f"hydra.run.dir={tmp_path}/run", check=True)
+    (tmp_path / "run" / "summary.json").unlink()  # pretend it was interrupted, then resume with a bad lr
+    p = run_cli(f"resume={tmp_path}/run", "train.steps=40", "train.lr=1e30", "train.clip=1e30")
+    line = one_error_line(p)
+    assert "non-finite loss" in line and "(step 10)" in line
+    step = int(line.split(" at step ")[1].split(";")[0])
+    assert 10 < step <= 40
+    import torch
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ck["step"] == 10
+    assert all(torch.isfinite(v).all() for v in ck["model"].values())
+
+
+def test_sigterm_then_resume_matches_uninterrupted(tmp_path):
+    args = ["experiment=fastweights_retrieval", "smoke=true", "model.hidden_size=20", "train.steps=1500",
+            "train.batch_size=32", "train.eval_every=100", "train.log_every=10", "checkpoint.every=500",
+            f"data.root={tmp_path}/data", "threads=1", *QUIET]
+    run_cli(*args, f"hydra.run.dir={tmp_path}/full", check=True)
+    full = json.loads((tmp_path / "full" / "summary.json").read_text())
+
+    run = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args, f"hydra.run.dir={run}"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        m = run / "metrics.jsonl"
+        if m.exists() and m.read_text().count("\n") >= 3:
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.02)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "SIGTERM" in err and f"resume={run}" in err and not (run / "summary.json").exists()
+    import torch
+    stopped_at = torch.load(run / "checkpoint.pt", weights_only=False)["step"]
+    assert 0 < stopped_at < 1500
+
+    p = run_cli(f"resume={run}", check=True)
+    resumed = json.loads((run / "summary.json").read_text())
+    for key in ["test/error", "test/loss", "val/error_best", "best_step", "val/error_final", "train/steps"]:
+        assert resumed[key] == full[key], key
+    # resume=auto on a finished run skips it
+    p = run_cli(f"resume={run}", check=True)
+    assert "already finished" in p.stderr
+
+
+def test_sweep_through_submitit_local(tmp_path):
+    p = run_cli("-m", "launcher=submitit_local", "experiment=fastweights_retrieval", "smoke=true",
+                "model.hidden_size=8,12", f"data.root={tmp_path}/data", f"hydra.sweep.dir={tmp_path}/sweep",
+                *QUIET, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    sums = {d.name: json.loads((d / "summary.json").read_text())
+            for d in (tmp_path / "sweep").iterdir() if (d / "summary.json").exists()}
+    assert sorted(sums) == ["experiment=fastweights_retrieval,model.hidden_size=12,smoke=True",
+                            "experiment=fastweights_retrieval,model.hidden_size=8,smoke=True"]
+    assert {s["hidden_size"] for s in sums.values()} == {8, 12}
+    assert list((tmp_path / "sweep" / ".submitit").glob("*/*_result.pkl"))  # ran as submitit jobs
+
+
+def test_sweep_basic_launcher_returns_objective(tmp_path):
+    p = run_cli("-m", "experiment=fastweights_retrieval,irnn_retrieval", "smoke=true", "seed=0,1",
+                f"data.root={tmp_path}/data", f"hydra.sweep.dir={tmp_path}/sweep", *QUIET)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert len(list((tmp_path / "sweep").glob("*/summary.json"))) == 4
+    assert p.stderr.count("val/error_best=") == 4
