@@ -1,32 +1,32 @@
-# One-stop targets. `make install` builds .venv; everything else depends on it.
+# One-stop targets. `make install` builds .venv; every other target depends on it.
 PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 EXP     ?= fastweights_retrieval
 ARGS    ?=
-STAMP   := .venv/.installed
+STAMP   := .venv/.installed-stamp
 
-.PHONY: install test run bench clean-venv fastweights-results
+.PHONY: install test run bench-fastweights results-fastweights clean-venv
 
 install: $(STAMP)
 
-# pip (not uv/poetry): torch/torchvision are resolved from the machine's local wheel cache.
+# pip, not uv/poetry: torch==2.14.1 / torchvision==0.29.1 resolve from the machine's local wheels.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
-	$(PIP) install --upgrade pip wheel setuptools
-	$(PIP) install -e ".[test]"
+	$(PIP) install --quiet --upgrade pip wheel setuptools
+	$(PIP) install --quiet -e ".[test]"
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -x tests
+	$(PY) -m pytest -q tests
 
 run: $(STAMP)
 	$(PY) run.py experiment=$(EXP) $(ARGS)
 
-bench: $(STAMP)
+bench-fastweights: $(STAMP)
 	$(PY) scripts/bench_fastweights.py
 
-fastweights-results: $(STAMP)
-	$(PY) scripts/plot_fastweights.py
+results-fastweights: $(STAMP)
+	$(PY) scripts/fastweights_results.py
 
 clean-venv:
 	rm -rf .venv

@@ -189,6 +189,7 @@ def execute(cfg):
             apply_smoke(cfg, HydraConfig.get().overrides.task)
         with open_dict(cfg):
             cfg.run_dir = str(run_dir)
+            cfg.command = "python run.py " + " ".join(HydraConfig.get().overrides.task)
         summary_path = run_dir / "summary.json"
         if cfg.resume and summary_path.exists():
             summary = json.loads(summary_path.read_text())

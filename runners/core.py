@@ -95,6 +95,8 @@ class Tracker:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.key_metric = cfg.logger.get("key_metric", None)
+        self.command = cfg.get("command")
+        self.t_start = time.time()
         self._jsonl = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
         self._last: dict[str, float] = {}
         self.wandb_run = None
@@ -135,6 +137,7 @@ class Tracker:
 
     def write_summary(self, summary: dict[str, Any]) -> dict[str, Any]:
         flat = {k: _py(v) for k, v in _flatten(summary).items()}
+        flat.update({"hardware": hardware(), "command": self.command, "wall_s": time.time() - self.t_start})
         (self.run_dir / "summary.json").write_text(json.dumps(flat, indent=2, sort_keys=True) + "\n")
         if self.wandb_run is not None:
             for k, v in flat.items():
@@ -147,6 +150,21 @@ class Tracker:
         if self.wandb_run is not None:
             self.wandb_run.finish(exit_code=1 if failed else 0)
             self.wandb_run = None
+
+
+def hardware() -> str:
+    """A one-line description of where this ran, for results tables."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads"
 
 
 def _py(v: Any) -> Any:
