@@ -190,6 +190,12 @@ def execute(cfg):
         with open_dict(cfg):
             cfg.run_dir = str(run_dir)
             cfg.command = "python run.py " + " ".join(HydraConfig.get().overrides.task)
+            if cfg.logger.get("group") is None:  # W&B group: the sweep, else the experiment
+                from hydra.types import RunMode
+
+                hc = HydraConfig.get()
+                cfg.logger.group = (f"{cfg.experiment_name}/{Path(hc.sweep.dir).name}"
+                                    if hc.mode == RunMode.MULTIRUN else cfg.experiment_name)
         summary_path = run_dir / "summary.json"
         if cfg.resume and summary_path.exists():
             summary = json.loads(summary_path.read_text())

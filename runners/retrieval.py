@@ -7,6 +7,7 @@ The batch order is a pure function of (seed, step), so a resumed run replays exa
 from __future__ import annotations
 
 import copy
+import math
 import time
 from pathlib import Path
 
@@ -63,6 +64,8 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
     model = build_model(cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps)
     sampler = EpochSampler(len(xtr), tc.batch_size, cfg.seed)
+    if tc.schedule not in ("constant", "cosine"):
+        raise UserError(f"train.schedule must be constant or cosine, got '{tc.schedule}'")
 
     ckpt = Checkpointer(run_dir, cfg.checkpoint.every)
     step, best = 0, {"error": float("inf"), "step": 0, "state": copy.deepcopy(model.state_dict())}
@@ -92,6 +95,9 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
     try:
         with ckpt:
             while step < tc.steps:
+                if tc.schedule == "cosine":  # a pure function of the step, so resume needs no state
+                    for group in opt.param_groups:
+                        group["lr"] = 0.5 * tc.lr * (1 + math.cos(math.pi * step / tc.steps))
                 idx = sampler.indices(step).to(device)
                 x, y = xtr[idx], ytr[idx]
                 logits = model(x)
