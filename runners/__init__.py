@@ -5,6 +5,7 @@ import importlib
 
 RUNNERS = {
     "retrieval": "runners.retrieval",
+    "onpolicy": "runners.onpolicy",
 }
 
 

@@ -1,0 +1,70 @@
+"""ACKTR: actor-critic with K-FAC natural gradients and a KL trust region (Wu et al. 2017).
+
+Same loss as A2C (``algorithms.a2c.actor_critic_loss``); the step is K-FAC's. Factor statistics
+come from a separate backward pass of the *true* Fisher loss: the log-probability of actions freshly
+sampled from the current policy, plus (``vf_fisher_coef``) the squared error of the value output
+against a Gaussian sample around it (value + unit noise), i.e. the Fisher of a unit-variance
+Gaussian value model. Learning rate 0.25 decayed linearly to 0, KL clip 0.001 (Atari).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from algorithms.a2c import actor_critic_loss
+from algorithms.kfac import KFAC
+
+
+def fisher_loss(dist, values, vf_fisher_coef: float) -> torch.Tensor:
+    sampled = dist.sample()
+    pg_fisher = -dist.log_prob(sampled).mean()
+    target = (values + torch.randn_like(values)).detach()
+    vf_fisher = -vf_fisher_coef * (values - target).pow(2).mean()
+    return pg_fisher + vf_fisher
+
+
+class ACKTR:
+    def __init__(self, model: nn.Module, total_updates: int, lr: float = 0.25, vf_coef: float = 0.5,
+                 ent_coef: float = 0.01, vf_fisher_coef: float = 1.0, max_grad_norm: float | None = None,
+                 lr_decay: bool = True, **kfac_kwargs):
+        self.model, self.total_updates, self.lr0, self.lr_decay = model, total_updates, lr, lr_decay
+        self.vf_coef, self.ent_coef, self.vf_fisher_coef = vf_coef, ent_coef, vf_fisher_coef
+        self.max_grad_norm = max_grad_norm
+        self.opt = KFAC(model, lr=lr, **kfac_kwargs)
+        self.updates = 0
+
+    def set_lr(self):
+        frac = 1.0 - self.updates / self.total_updates if self.lr_decay else 1.0
+        lr = self.lr0 * max(frac, 0.0)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        return lr
+
+    def update(self, obs, actions, returns, advantages) -> dict:
+        lr = self.set_lr()
+        stats = self.opt.wants_stats()
+        with self.opt.capture() if stats else contextlib.nullcontext():
+            dist, values = self.model(obs)
+            if stats:
+                self.opt.zero_grad(set_to_none=True)
+                fisher_loss(dist, values, self.vf_fisher_coef).backward(retain_graph=True)
+        loss, info = actor_critic_loss(dist, values, actions, returns, advantages, self.vf_coef, self.ent_coef)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.max_grad_norm:
+            info["grad_norm"] = nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        self.opt.step()
+        self.updates += 1
+        info.update(lr=lr, **{"kfac/kl": self.opt.last["kl_predicted"],
+                              "kfac/trust_scale": self.opt.last["trust_scale"]})
+        info["loss/total"] = loss.detach()
+        return info
+
+    def state_dict(self):
+        return {"opt": self.opt.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, sd):
+        self.opt.load_state_dict(sd["opt"])
+        self.updates = sd["updates"]

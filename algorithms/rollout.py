@@ -1,0 +1,61 @@
+"""Rollout storage and return computation shared by A2C and ACKTR.
+
+A rollout holds ``n_steps`` transitions from ``n_envs`` environments, tensors shaped (T, N, ...).
+``dones[t]`` marks that the episode ended *at* step t (terminated or truncated), so the value of
+``obs[t + 1]`` must not be bootstrapped into step t; for a truncation (time limit) the value of the
+true final observation is added to the reward instead, as is standard for partial-episode
+bootstrapping (Pardo et al. 2018).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Rollout:
+    obs: torch.Tensor        # (T, N, *obs_shape)
+    actions: torch.Tensor    # (T, N) or (T, N, act_dim)
+    rewards: torch.Tensor    # (T, N), already including bootstrapped values of truncations
+    dones: torch.Tensor      # (T, N) float: 1 where the episode ended at this step
+    values: torch.Tensor     # (T, N) value estimates at obs[t]
+    last_value: torch.Tensor  # (N,) value of the observation after the last step
+
+    @staticmethod
+    def allocate(n_steps: int, n_envs: int, obs_shape, action_shape, obs_dtype, device) -> "Rollout":
+        z = dict(device=device)
+        return Rollout(
+            obs=torch.zeros((n_steps, n_envs, *obs_shape), dtype=obs_dtype, **z),
+            actions=torch.zeros((n_steps, n_envs, *action_shape),
+                                dtype=torch.long if not action_shape else torch.float32, **z),
+            rewards=torch.zeros((n_steps, n_envs), **z),
+            dones=torch.zeros((n_steps, n_envs), **z),
+            values=torch.zeros((n_steps, n_envs), **z),
+            last_value=torch.zeros(n_envs, **z),
+        )
+
+
+def nstep_returns(rewards, dones, last_value, gamma: float) -> torch.Tensor:
+    """R_t = r_t + gamma * (1 - d_t) * R_{t+1}, with R_T = V(s_T): A2C's n-step returns."""
+    T = rewards.shape[0]
+    out = torch.empty_like(rewards)
+    ret = last_value
+    for t in range(T - 1, -1, -1):
+        ret = rewards[t] + gamma * (1.0 - dones[t]) * ret
+        out[t] = ret
+    return out
+
+
+def gae(rewards, dones, values, last_value, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized advantage estimation; returns (advantages, returns = advantages + values)."""
+    T = rewards.shape[0]
+    adv = torch.empty_like(rewards)
+    next_value, running = last_value, torch.zeros_like(last_value)
+    for t in range(T - 1, -1, -1):
+        nonterminal = 1.0 - dones[t]
+        delta = rewards[t] + gamma * next_value * nonterminal - values[t]
+        running = delta + gamma * lam * nonterminal * running
+        adv[t] = running
+        next_value = values[t]
+    return adv, adv + values

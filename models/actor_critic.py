@@ -1,0 +1,61 @@
+"""Actor-critic networks of the ACKTR paper (Wu et al. 2017) and its A2C baseline.
+
+- ``AtariActorCritic``: the Nature DQN torso (conv 32-8x8/4, 64-4x4/2, 64-3x3/1, fc 512) shared by a
+  categorical policy head and a value head; ``conv3_channels=32`` gives the smaller 32-64-32-512
+  variant the ACKTR authors used to cut K-FAC's cost. Inputs are uint8 frames (N, 4, 84, 84).
+- ``MujocoActorCritic``: separate policy (tanh 64-64 -> action mean) and value (tanh 64-64 -> 1)
+  networks and a state-independent log standard deviation; a diagonal Gaussian policy.
+
+Orthogonal initialisation as in OpenAI baselines (gain sqrt(2) for hidden layers, 0.01 for the
+policy output, 1 for the value output).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.distributions import Categorical, Independent, Normal
+
+
+def ortho(layer: nn.Module, gain: float) -> nn.Module:
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class AtariActorCritic(nn.Module):
+    def __init__(self, n_actions: int, in_channels: int = 4, conv3_channels: int = 64, hidden: int = 512):
+        super().__init__()
+        g = math.sqrt(2)
+        self.torso = nn.Sequential(
+            ortho(nn.Conv2d(in_channels, 32, 8, stride=4), g), nn.ReLU(),
+            ortho(nn.Conv2d(32, 64, 4, stride=2), g), nn.ReLU(),
+            ortho(nn.Conv2d(64, conv3_channels, 3, stride=1), g), nn.ReLU(),
+            nn.Flatten(),
+            ortho(nn.Linear(conv3_channels * 7 * 7, hidden), g), nn.ReLU(),
+        )
+        self.pi = ortho(nn.Linear(hidden, n_actions), 0.01)
+        self.v = ortho(nn.Linear(hidden, 1), 1.0)
+
+    def forward(self, obs: torch.Tensor):
+        h = self.torso(obs.float() / 255.0)
+        return Categorical(logits=self.pi(h)), self.v(h).squeeze(-1)
+
+
+class MujocoActorCritic(nn.Module):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 64, log_std_init: float = 0.0):
+        super().__init__()
+        g = math.sqrt(2)
+        self.policy = nn.Sequential(ortho(nn.Linear(obs_dim, hidden), g), nn.Tanh(),
+                                    ortho(nn.Linear(hidden, hidden), g), nn.Tanh(),
+                                    ortho(nn.Linear(hidden, act_dim), 0.01))
+        self.value = nn.Sequential(ortho(nn.Linear(obs_dim, hidden), g), nn.Tanh(),
+                                   ortho(nn.Linear(hidden, hidden), g), nn.Tanh(),
+                                   ortho(nn.Linear(hidden, 1), 1.0))
+        self.log_std = nn.Parameter(torch.full((act_dim,), log_std_init))
+
+    def forward(self, obs: torch.Tensor):
+        mean = self.policy(obs)
+        dist = Independent(Normal(mean, self.log_std.exp().expand_as(mean)), 1)
+        return dist, self.value(obs).squeeze(-1)
