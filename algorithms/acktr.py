@@ -48,8 +48,7 @@ class ACKTR:
         with self.opt.capture() if stats else contextlib.nullcontext():
             dist, values = self.model(obs)
             if stats:
-                self.opt.zero_grad(set_to_none=True)
-                fisher_loss(dist, values, self.vf_fisher_coef).backward(retain_graph=True)
+                self.opt.fisher_backward(fisher_loss(dist, values, self.vf_fisher_coef))
         loss, info = actor_critic_loss(dist, values, actions, returns, advantages, self.vf_coef, self.ent_coef)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()

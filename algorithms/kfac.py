@@ -121,6 +121,7 @@ class KFAC(torch.optim.Optimizer):
         self.eig_eps, self.weight_decay = eig_eps, weight_decay
         self.steps = 0
         self._capturing = False
+        self._outputs: list[torch.Tensor] = []
         self._handles = []
         for layer in self.layers:
             self._handles.append(layer.module.register_forward_hook(self._make_fwd_hook(layer)))
@@ -139,6 +140,7 @@ class KFAC(torch.optim.Optimizer):
                         self._accumulate(layer, input_factor(layer, x), grad_factor(layer, gout.detach(), x.shape[0]))
 
                 output.register_hook(on_grad)
+                self._outputs.append(output)
         return hook
 
     def _accumulate(self, layer, A, G):
@@ -161,10 +163,20 @@ class KFAC(torch.optim.Optimizer):
         """Record inputs in forward passes and output gradients in backward passes run inside.
         Use it around the forward pass and the Fisher (sampled-loss) backward pass only."""
         self._capturing = True
+        self._outputs = []
         try:
             yield
         finally:
             self._capturing = False
+            self._outputs = []
+
+    def fisher_backward(self, fisher_loss: torch.Tensor) -> None:
+        """Backpropagate the sampled (true-Fisher) loss only as far as the layer outputs: their
+        gradients are all G needs, so the weight-gradient products of a full backward are skipped.
+        Call inside ``capture()`` after the forward pass; the graph is kept for the real loss."""
+        if not self._outputs:
+            raise RuntimeError("fisher_backward() needs a forward pass inside capture()")
+        torch.autograd.grad(fisher_loss, self._outputs, retain_graph=True)
 
     # ------------------------------------------------------------------ update
     def _refresh_eigen(self):

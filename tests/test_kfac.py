@@ -17,10 +17,11 @@ def per_sample_loss(out, w):
     return (out * w).sum(1)  # l_b
 
 
-def run_stats(model, kfac, x, w):
+def run_stats(model, kfac, x, w, full_backward=False):
     with kfac.capture():
         out = model(x)
-        per_sample_loss(out, w).mean().backward()
+        loss = per_sample_loss(out, w).mean()
+        loss.backward() if full_backward else kfac.fisher_backward(loss)
 
 
 def test_linear_factors_match_per_sample_loops():
@@ -137,6 +138,19 @@ def test_cold_start_plain_average_then_running_average():
         As.append(xa.t() @ xa / 5)
     expect = 0.9 * (As[0] + As[1]) / 2 + 0.1 * As[2]
     torch.testing.assert_close(kfac.layers[0].A, expect)
+
+
+def test_fisher_backward_equals_full_backward_statistics_and_leaves_no_grads():
+    def fresh():
+        torch.manual_seed(3)
+        m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(32, 3)).to(D)
+        return m, KFAC(m)
+    x, w = torch.randn(7, 1, 6, 6, dtype=D), torch.randn(7, 3, dtype=D)
+    m1, k1 = fresh(); run_stats(m1, k1, x, w, full_backward=True)
+    m2, k2 = fresh(); run_stats(m2, k2, x, w)
+    for a, b in zip(k1.layers, k2.layers):
+        torch.testing.assert_close(a.A, b.A); torch.testing.assert_close(a.G, b.G)
+    assert all(p.grad is None for p in m2.parameters())
 
 
 def test_no_stats_outside_capture_and_state_roundtrip():
