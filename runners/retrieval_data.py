@@ -71,7 +71,7 @@ def generate(seed: int, n_train: int, n_valid: int, n_test: int, n_pairs: int = 
 def write_split(path: Path, x: np.ndarray, y: np.ndarray) -> None:
     chars = np.frombuffer(VOCAB.encode(), dtype=np.uint8)[x]
     lines = [s.tobytes().decode() + "\t" + DIGITS[t] for s, t in zip(chars, y)]
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # parallel jobs may generate the same split
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, path)
 
