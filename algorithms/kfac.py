@@ -74,10 +74,80 @@ def conv_patches(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     return cols.transpose(1, 2)
 
 
+def _window_sums(R: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """All (h, w) window sums over the first two axes of R, via 2-D prefix sums."""
+    S = F.pad(R.cumsum(0).cumsum(1), (0, 0) * (R.dim() - 2) + (1, 0, 1, 0))
+    return S[h:, w:] - S[:-h, w:] - S[h:, :-w] + S[:-h, :-w]
+
+
+def conv_input_factor_cells(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """Exactly ``sum_{b,l} [a;1][a;1]^T`` of the conv's input patches, without materialising them.
+
+    When the stride divides the kernel, every patch is an (mh x mw) block of stride-sized "cells".
+    A block of the patch covariance pairs cells at a fixed offset delta, summed over a window of
+    positions; windows of the same delta overlap almost entirely, so each delta's per-position
+    products are computed once (one batched matmul over the cell grid) and every block is a window
+    sum of them (prefix sums). For the Atari CNN this cuts the work of the A factors 2.6-3.8x
+    (e.g. conv1: 5 cell-offset Grams over a 21x21 grid instead of one 256k x 257 Gram).
+    """
+    kh, kw = conv.kernel_size
+    sh, sw = conv.stride
+    ph, pw = conv.padding
+    x = F.pad(x, (pw, pw, ph, ph)) if (ph or pw) else x
+    N, C, H, W = x.shape
+    oh, ow = (H - kh) // sh + 1, (W - kw) // sw + 1
+    mh, mw = kh // sh, kw // sw
+    Hc, Wc = oh - 1 + mh, ow - 1 + mw
+    dc = C * sh * sw
+    cells = (x[:, :, :Hc * sh, :Wc * sw].reshape(N, C, Hc, sh, Wc, sw)
+             .permute(2, 4, 0, 1, 3, 5).reshape(Hc, Wc, N, dc))
+    offsets = [(a, b) for a in range(mh) for b in range(mw)]
+    nb = len(offsets)
+    blocks = x.new_empty(nb, nb, dc, dc)
+    cache = {}
+    for i, (a, b) in enumerate(offsets):
+        for j in range(i, nb):
+            a2, b2 = offsets[j]
+            dy, dx = a2 - a, b2 - b
+            if (dy, dx) not in cache:
+                y0, y1, x0, x1 = max(0, -dy), min(Hc, Hc - dy), max(0, -dx), min(Wc, Wc - dx)
+                P = cells[y0:y1, x0:x1].reshape(-1, N, dc)
+                Q = cells[y0 + dy:y1 + dy, x0 + dx:x1 + dx].reshape(-1, N, dc)
+                R = torch.bmm(P.transpose(1, 2), Q).reshape(y1 - y0, x1 - x0, dc, dc)
+                cache[(dy, dx)] = (_window_sums(R, oh, ow), y0, x0)
+            sums, y0, x0 = cache[(dy, dx)]
+            blocks[i, j] = sums[a - y0, b - x0]
+            if j != i:
+                blocks[j, i] = blocks[i, j].t()
+    d = nb * dc
+    A = x.new_empty(d + 1, d + 1)
+    A[:d, :d] = blocks.permute(0, 2, 1, 3).reshape(d, d)
+    s = _window_sums(cells.sum(2), oh, ow)  # (Hc-oh+1, Wc-ow+1, dc): per-offset patch sums
+    A[:d, d] = A[d, :d] = torch.stack([s[a, b] for a, b in offsets]).reshape(d)
+    A[d, d] = N * oh * ow
+    # block order (a, b, c, sy, sx) -> unfold order (c, a*sh+sy, b*sw+sx)
+    a_, b_, c_, sy, sx = torch.meshgrid(torch.arange(mh), torch.arange(mw), torch.arange(C), torch.arange(sh),
+                                        torch.arange(sw), indexing="ij")
+    unfold_idx = (c_ * kh * kw + (a_ * sh + sy) * kw + (b_ * sw + sx)).reshape(-1)
+    perm = torch.cat([torch.argsort(unfold_idx), torch.tensor([d])]).to(x.device)
+    return A[perm][:, perm]
+
+
+def _cells_apply(conv: nn.Conv2d) -> bool:
+    return (conv.dilation == (1, 1) and conv.groups == 1 and conv.kernel_size[0] % conv.stride[0] == 0
+            and conv.kernel_size[1] % conv.stride[1] == 0 and conv.bias is not None
+            and conv.padding_mode == "zeros" and not isinstance(conv.padding, str))
+
+
 def input_factor(layer: _Layer, x: torch.Tensor) -> torch.Tensor:
     """A for one batch of layer inputs, with the reference's scaling."""
     m = layer.module
     B = x.shape[0]
+    if layer.kind == "conv" and _cells_apply(m):
+        oh = (x.shape[2] + 2 * m.padding[0] - m.kernel_size[0]) // m.stride[0] + 1
+        ow = (x.shape[3] + 2 * m.padding[1] - m.kernel_size[1]) // m.stride[1] + 1
+        L = oh * ow
+        return conv_input_factor_cells(x, m) / (B * L * L)
     if layer.kind == "conv":
         p = conv_patches(x, m)
         L = p.shape[1]

@@ -166,3 +166,17 @@ def test_no_stats_outside_capture_and_state_roundtrip():
     for a, b in zip(kfac.layers, k2.layers):
         torch.testing.assert_close(a.A, b.A); torch.testing.assert_close(a.QG, b.QG)
     assert k2.steps == kfac.steps
+
+
+@pytest.mark.parametrize("C,H,k,s,p", [(4, 84, 8, 4, 0), (3, 20, 4, 2, 0), (5, 9, 3, 1, 0), (2, 11, 3, 1, 1),
+                                       (2, 13, 4, 2, 1), (3, 10, 2, 2, 0)])
+def test_cell_factor_equals_unfold_factor(C, H, k, s, p):
+    from algorithms.kfac import _Layer, conv_input_factor_cells, conv_patches
+    conv = nn.Conv2d(C, 3, k, stride=s, padding=p).to(D)
+    x = torch.randn(3, C, H, H, dtype=D)
+    patches = conv_patches(x, conv).reshape(-1, C * k * k)
+    a = torch.cat([patches, torch.ones(patches.shape[0], 1, dtype=D)], 1)
+    torch.testing.assert_close(conv_input_factor_cells(x, conv), a.t() @ a, rtol=1e-10, atol=1e-9)
+    L = conv_patches(x, conv).shape[1]
+    from algorithms.kfac import input_factor
+    torch.testing.assert_close(input_factor(_Layer(conv), x), a.t() @ a / (3 * L * L), rtol=1e-10, atol=1e-12)
