@@ -19,7 +19,31 @@ def actor_critic_loss(dist, values, actions, returns, advantages, vf_coef: float
     return loss, {"loss/policy": pg_loss.detach(), "loss/value": vf_loss.detach(), "entropy": entropy.detach()}
 
 
-class A2C:
+class OnPolicyAlgo:
+    """What A2C and ACKTR share: a learning rate decayed linearly to 0 and the checkpoint state."""
+
+    opt: torch.optim.Optimizer
+    lr0: float
+    lr_decay: bool
+    total_updates: int
+    updates: int
+
+    def set_lr(self) -> float:
+        frac = 1.0 - self.updates / self.total_updates if self.lr_decay else 1.0
+        lr = self.lr0 * max(frac, 0.0)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        return lr
+
+    def state_dict(self):
+        return {"opt": self.opt.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, sd):
+        self.opt.load_state_dict(sd["opt"])
+        self.updates = sd["updates"]
+
+
+class A2C(OnPolicyAlgo):
     def __init__(self, model: nn.Module, total_updates: int, lr: float = 7e-4, alpha: float = 0.99,
                  eps: float = 1e-5, vf_coef: float = 0.5, ent_coef: float = 0.01, max_grad_norm: float = 0.5,
                  lr_decay: bool = True):
@@ -27,12 +51,6 @@ class A2C:
         self.vf_coef, self.ent_coef, self.max_grad_norm = vf_coef, ent_coef, max_grad_norm
         self.opt = torch.optim.RMSprop(model.parameters(), lr=lr, alpha=alpha, eps=eps)
         self.updates = 0
-
-    def set_lr(self):
-        frac = 1.0 - self.updates / self.total_updates if self.lr_decay else 1.0
-        for g in self.opt.param_groups:
-            g["lr"] = self.lr0 * max(frac, 0.0)
-        return self.lr0 * max(frac, 0.0)
 
     def update(self, obs, actions, returns, advantages) -> dict:
         lr = self.set_lr()
@@ -46,10 +64,3 @@ class A2C:
         info["lr"] = lr
         info["loss/total"] = loss.detach()
         return info
-
-    def state_dict(self):
-        return {"opt": self.opt.state_dict(), "updates": self.updates}
-
-    def load_state_dict(self, sd):
-        self.opt.load_state_dict(sd["opt"])
-        self.updates = sd["updates"]

@@ -13,7 +13,7 @@ import contextlib
 import torch
 from torch import nn
 
-from algorithms.a2c import actor_critic_loss
+from algorithms.a2c import OnPolicyAlgo, actor_critic_loss
 from algorithms.kfac import KFAC
 
 
@@ -25,7 +25,7 @@ def fisher_loss(dist, values, vf_fisher_coef: float) -> torch.Tensor:
     return pg_fisher + vf_fisher
 
 
-class ACKTR:
+class ACKTR(OnPolicyAlgo):
     def __init__(self, model: nn.Module, total_updates: int, lr: float = 0.25, vf_coef: float = 0.5,
                  ent_coef: float = 0.01, vf_fisher_coef: float = 1.0, max_grad_norm: float | None = None,
                  lr_decay: bool = True, **kfac_kwargs):
@@ -34,13 +34,6 @@ class ACKTR:
         self.max_grad_norm = max_grad_norm
         self.opt = KFAC(model, lr=lr, **kfac_kwargs)
         self.updates = 0
-
-    def set_lr(self):
-        frac = 1.0 - self.updates / self.total_updates if self.lr_decay else 1.0
-        lr = self.lr0 * max(frac, 0.0)
-        for g in self.opt.param_groups:
-            g["lr"] = lr
-        return lr
 
     def update(self, obs, actions, returns, advantages) -> dict:
         lr = self.set_lr()
@@ -60,10 +53,3 @@ class ACKTR:
                               "kfac/trust_scale": self.opt.last["trust_scale"]})
         info["loss/total"] = loss.detach()
         return info
-
-    def state_dict(self):
-        return {"opt": self.opt.state_dict(), "updates": self.updates}
-
-    def load_state_dict(self, sd):
-        self.opt.load_state_dict(sd["opt"])
-        self.updates = sd["updates"]
