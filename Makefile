@@ -5,7 +5,7 @@ EXP     ?= fastweights_retrieval
 ARGS    ?=
 STAMP   := .venv/.installed-stamp
 
-.PHONY: install test run bench-fastweights results-fastweights clean-venv
+.PHONY: install test run bench-fastweights bench-acktr results-fastweights clean-venv
 
 install: $(STAMP)
 
@@ -24,6 +24,9 @@ run: $(STAMP)
 
 bench-fastweights: $(STAMP)
 	$(PY) scripts/bench_fastweights.py
+
+bench-acktr: $(STAMP)
+	$(PY) scripts/bench_acktr.py
 
 results-fastweights: $(STAMP)
 	$(PY) scripts/fastweights_results.py
