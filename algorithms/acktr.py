@@ -28,12 +28,22 @@ def fisher_loss(dist, values, vf_fisher_coef: float) -> torch.Tensor:
 class ACKTR(OnPolicyAlgo):
     def __init__(self, model: nn.Module, total_updates: int, lr: float = 0.25, vf_coef: float = 0.5,
                  ent_coef: float = 0.01, vf_fisher_coef: float = 1.0, max_grad_norm: float | None = None,
-                 lr_decay: bool = True, **kfac_kwargs):
+                 lr_decay: bool = True, target_kl: float | None = None, **kfac_kwargs):
         self.model, self.total_updates, self.lr0, self.lr_decay = model, total_updates, lr, lr_decay
         self.vf_coef, self.ent_coef, self.vf_fisher_coef = vf_coef, ent_coef, vf_fisher_coef
         self.max_grad_norm = max_grad_norm
         self.opt = KFAC(model, lr=lr, **kfac_kwargs)
         self.updates = 0
+        # target_kl (continuous control, as baselines' acktr_cont): after each update the measured
+        # KL between the old and new policy adapts a step-size multiplier (/1.5 above 2x target,
+        # x1.5 below half of it), on top of the trust region.
+        self.target_kl, self.lr_scale = target_kl, 1.0
+
+    def set_lr(self) -> float:
+        lr = super().set_lr() * self.lr_scale
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        return lr
 
     def update(self, obs, actions, returns, advantages) -> dict:
         lr = self.set_lr()
@@ -49,7 +59,22 @@ class ACKTR(OnPolicyAlgo):
             info["grad_norm"] = nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
         self.opt.step()
         self.updates += 1
+        if self.target_kl:
+            with torch.no_grad():
+                kl = torch.distributions.kl_divergence(dist, self.model(obs)[0]).mean().item()
+            if kl > 2 * self.target_kl:
+                self.lr_scale = max(self.lr_scale / 1.5, 1e-3)
+            elif kl < 0.5 * self.target_kl:
+                self.lr_scale = min(self.lr_scale * 1.5, 1e3)
+            info["kl_measured"] = kl
         info.update(lr=lr, **{"kfac/kl": self.opt.last["kl_predicted"],
                               "kfac/trust_scale": self.opt.last["trust_scale"]})
         info["loss/total"] = loss.detach()
         return info
+
+    def state_dict(self):
+        return {**super().state_dict(), "lr_scale": self.lr_scale}
+
+    def load_state_dict(self, sd):
+        super().load_state_dict(sd)
+        self.lr_scale = sd.get("lr_scale", 1.0)
