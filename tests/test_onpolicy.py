@@ -35,3 +35,42 @@ def test_unknown_environment_id_is_one_line(tmp_path):
 def test_gymnasium_atari_backend_smoke(tmp_path):
     p = run_cli("experiment=a2c_breakout", "env.backend=gymnasium", f"hydra.run.dir={tmp_path}", *QUIET)
     assert p.returncode == 0, p.stderr[-2000:]
+
+
+def _batch(n=64, obs_dim=5, act_dim=2):
+    import torch
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(n, obs_dim, generator=g), torch.randn(n, act_dim, generator=g),
+            torch.randn(n, generator=g), torch.randn(n, generator=g))
+
+
+def test_acktr_target_kl_adapts_step_size_and_checkpoints_it():
+    import torch
+    from algorithms.acktr import ACKTR
+    from models.actor_critic import MujocoActorCritic
+    torch.manual_seed(0)
+    for target, direction in ((1e-9, "down"), (1e3, "up")):
+        algo = ACKTR(MujocoActorCritic(5, 2), total_updates=10, lr=0.03, target_kl=target, kl_clip=0.01)
+        info = algo.update(*_batch())
+        assert info["kl_measured"] >= 0 and np.isfinite(float(info["loss/total"]))
+        assert (algo.lr_scale < 1) if direction == "down" else (algo.lr_scale > 1)
+        again = ACKTR(MujocoActorCritic(5, 2), total_updates=10, lr=0.03, target_kl=target, kl_clip=0.01)
+        again.load_state_dict(algo.state_dict())
+        assert again.lr_scale == algo.lr_scale and again.updates == 1
+
+
+def test_a2c_and_acktr_updates_move_parameters():
+    import torch
+    from algorithms.a2c import A2C
+    from algorithms.acktr import ACKTR
+    from models.actor_critic import MujocoActorCritic
+    for cls in (A2C, ACKTR):
+        torch.manual_seed(0)
+        model = MujocoActorCritic(5, 2)
+        before = [p.detach().clone() for p in model.parameters()]
+        algo = cls(model, total_updates=4)
+        info = algo.update(*_batch())
+        assert all(np.isfinite(float(v)) for v in info.values())
+        assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+        if cls is ACKTR:
+            assert info["kfac/kl"] <= 0.001 * (1 + 1e-6)
