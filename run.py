@@ -163,6 +163,25 @@ def apply_smoke(cfg, task_overrides) -> None:
             OmegaConf.update(cfg, key, o.value(), merge=False)
 
 
+def sweep_values_per_job(overrides: list[str]) -> list[str]:
+    """Hydra composes a sweep's base config *without* the swept overrides, so when a config group
+    such as ``experiment`` is swept, ``model.hidden_size=20`` fails there (the model group is not
+    chosen yet). Turning each plain value into a one-element sweep, ``model.hidden_size=choice(20)``,
+    applies it per job, after the experiment has been selected."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    groups = {p.name for p in CONF.iterdir() if p.is_dir()}
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    if not any(o.is_sweep_override() and o.key_or_group.split("@")[0] in groups for o in parsed):
+        return overrides
+    out = []
+    for text, o in zip(overrides, parsed):
+        plain = (not o.is_sweep_override() and not o.is_delete() and o.key_or_group.split("@")[0] not in groups
+                 and not o.key_or_group.startswith("hydra"))
+        out.append(f"{text.split('=', 1)[0]}=choice({text.split('=', 1)[1]})" if plain else text)
+    return out
+
+
 def _hydra_app():
     import hydra
     from omegaconf import DictConfig
@@ -232,6 +251,8 @@ def main(argv: list[str] | None = None):
     check_experiments(overrides, flags)
     if not (set(flags) & INFO_FLAGS):
         validate(overrides)
+    if "-m" in flags or "--multirun" in flags:
+        overrides = sweep_values_per_job(overrides)
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
     sys.argv = [sys.argv[0]] + flags + overrides
     _hydra_app()()

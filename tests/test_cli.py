@@ -152,7 +152,7 @@ def test_sweep_through_submitit_local(tmp_path):
 
 
 def test_sweep_basic_launcher_returns_objective(tmp_path):
-    p = run_cli("-m", "experiment=fastweights_retrieval,irnn_retrieval", "smoke=true", "seed=0,1",
+    p = run_cli("-m", "experiment=fastweights_retrieval,irnn_retrieval", "smoke=true", "seed=0,1", "model.hidden_size=12",
                 f"data.root={tmp_path}/data", f"hydra.sweep.dir={tmp_path}/sweep", *QUIET)
     assert p.returncode == 0, p.stderr[-3000:]
     assert len(list((tmp_path / "sweep").glob("*/summary.json"))) == 4
