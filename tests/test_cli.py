@@ -157,3 +157,15 @@ def test_sweep_basic_launcher_returns_objective(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert len(list((tmp_path / "sweep").glob("*/summary.json"))) == 4
     assert p.stderr.count("val/error_best=") == 4
+
+
+@pytest.mark.parametrize("launcher,target", [("slurm", "SlurmLauncher"), ("submitit_local", "LocalLauncher"),
+                                             ("joblib", "JoblibLauncher"), ("basic", "BasicLauncher")])
+def test_launcher_configs_select_the_hydra_plugin(launcher, target):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=fastweights_retrieval", f"launcher={launcher}",
+                                           "hydra.launcher.partition=gpu" if launcher == "slurm" else "seed=0"],
+                      return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith(target)
+    if launcher == "slurm":
+        assert cfg.hydra.launcher.partition == "gpu" and cfg.hydra.launcher.array_parallelism == 64
