@@ -249,11 +249,25 @@ class KFAC(torch.optim.Optimizer):
         torch.autograd.grad(fisher_loss, self._outputs, retain_graph=True)
 
     # ------------------------------------------------------------------ update
+    @staticmethod
+    def _eigh(M: torch.Tensor):
+        """eigh in the factor's dtype; on failure or non-finite output (nearly constant inputs make
+        factors with many repeated or zero eigenvalues, where float32 LAPACK can fail), again in
+        float64, as the reference's use_float64 option."""
+        try:
+            d, Q = torch.linalg.eigh(M)
+            if torch.isfinite(d).all() and torch.isfinite(Q).all():
+                return d, Q
+        except RuntimeError:
+            pass
+        d, Q = torch.linalg.eigh(M.double())
+        return d.to(M.dtype), Q.to(M.dtype)
+
     def _refresh_eigen(self):
         for layer in self.layers:
             try:
-                dA, QA = torch.linalg.eigh(layer.A)
-                dG, QG = torch.linalg.eigh(layer.G)
+                dA, QA = self._eigh(layer.A)
+                dG, QG = self._eigh(layer.G)
             except RuntimeError as e:
                 raise EigendecompositionError(
                     f"eigendecomposition of a K-FAC factor failed at update {self.steps}: {e}") from None

@@ -74,7 +74,7 @@ def set_rng_state(state: dict) -> None:
 def check_finite(loss: torch.Tensor, step: int, ckpt: "Checkpointer | None" = None) -> None:
     """Stop with a one-line error at the first non-finite loss; the last good checkpoint is kept."""
     if not bool(torch.isfinite(loss).all()):
-        where = f"; last good checkpoint: {ckpt.path} (step {ckpt.last_step})" if ckpt and ckpt.last_step is not None else ""
+        where = f"; {ckpt.describe()}" if ckpt else ""
         raise NonFiniteLossError(f"non-finite loss ({loss.detach().float().mean().item()}) at step {step}{where}")
 
 
@@ -226,6 +226,11 @@ class Checkpointer:
         if self._signal is not None:  # second signal: give up immediately
             raise KeyboardInterrupt
         self._signal = signum
+
+    def describe(self) -> str:
+        if self.last_step is None:
+            return "no checkpoint written yet"
+        return f"last good checkpoint: {self.path} (step {self.last_step})"
 
     def should_stop(self) -> bool:
         return self._signal is not None

@@ -257,7 +257,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                 try:
                     stats = algo.update(flat(roll.obs), flat(roll.actions), flat(ret), flat(adv))
                 except EigendecompositionError as e:
-                    raise UserError(f"{e}; last good checkpoint: {ckpt.path} (update {ckpt.last_step})") from None
+                    raise UserError(f"{e}; {ckpt.describe()}") from None
                 update += 1
                 check_finite(stats["loss/total"], update, ckpt)
                 if update % tc.log_every == 0 or update == n_updates:

@@ -180,3 +180,19 @@ def test_cell_factor_equals_unfold_factor(C, H, k, s, p):
     L = conv_patches(x, conv).shape[1]
     from algorithms.kfac import input_factor
     torch.testing.assert_close(input_factor(_Layer(conv), x), a.t() @ a / (3 * L * L), rtol=1e-10, atol=1e-12)
+
+
+def test_eigh_falls_back_to_float64(monkeypatch):
+    real = torch.linalg.eigh
+
+    def flaky(M):
+        if M.dtype == torch.float32:
+            raise RuntimeError("linalg.eigh: The algorithm failed to converge")
+        return real(M)
+
+    monkeypatch.setattr(torch.linalg, "eigh", flaky)
+    M = torch.randn(6, 6)
+    M = M @ M.t()
+    d, Q = KFAC._eigh(M)
+    assert d.dtype == torch.float32
+    torch.testing.assert_close(Q @ torch.diag(d) @ Q.t(), M, rtol=1e-4, atol=1e-4)
