@@ -28,6 +28,14 @@ def fail(msg: str, code: int = 2):
     sys.exit(code)
 
 
+def config_groups() -> set[str]:
+    return {p.name for p in CONF.iterdir() if p.is_dir()}
+
+
+def is_group(key: str) -> bool:
+    return key.split("@")[0] in config_groups()
+
+
 def available_experiments() -> list[str]:
     return sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
@@ -116,7 +124,6 @@ def validate(overrides: list[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(user)
     except Exception as e:  # syntax errors
         fail(str(e).strip().splitlines()[0])
-    groups = {p.name for p in CONF.iterdir() if p.is_dir()}
     first, group_first, values = [], [], []
     for o in parsed:
         key = o.key_or_group
@@ -125,7 +132,7 @@ def validate(overrides: list[str]) -> None:
         prefix = "+" if o.is_add() else "++" if o.is_force_add() else "~" if o.is_delete() else ""
         text = f"{prefix}{key}" if o.is_delete() and o.value() is None else f"{prefix}{key}={next(iter(sval), '')}"
         first.append(text)
-        if key.split("@")[0] in groups:
+        if is_group(key):
             group_first.append(text)
         elif not o.is_delete():
             values.append((key, vals, o.input_line))
@@ -153,12 +160,11 @@ def apply_smoke(cfg, task_overrides) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf, open_dict
 
-    groups = {p.name for p in CONF.iterdir() if p.is_dir()}
     with open_dict(cfg):
         cfg.merge_with(cfg.smoke_overrides)
         for o in OverridesParser.create().parse_overrides(list(task_overrides)):
             key = o.key_or_group
-            if key.split("@")[0] in groups or key.startswith("hydra") or o.is_delete():
+            if is_group(key) or key.startswith("hydra") or o.is_delete():
                 continue
             OmegaConf.update(cfg, key, o.value(), merge=False)
 
@@ -170,13 +176,12 @@ def sweep_values_per_job(overrides: list[str]) -> list[str]:
     applies it per job, after the experiment has been selected."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    groups = {p.name for p in CONF.iterdir() if p.is_dir()}
     parsed = OverridesParser.create().parse_overrides(overrides)
-    if not any(o.is_sweep_override() and o.key_or_group.split("@")[0] in groups for o in parsed):
+    if not any(o.is_sweep_override() and is_group(o.key_or_group) for o in parsed):
         return overrides
     out = []
     for text, o in zip(overrides, parsed):
-        plain = (not o.is_sweep_override() and not o.is_delete() and o.key_or_group.split("@")[0] not in groups
+        plain = (not o.is_sweep_override() and not o.is_delete() and not is_group(o.key_or_group)
                  and not o.key_or_group.startswith("hydra"))
         out.append(f"{text.split('=', 1)[0]}=choice({text.split('=', 1)[1]})" if plain else text)
     return out
@@ -197,6 +202,7 @@ def execute(cfg):
     """Run one job. Separate from the Hydra decorator so tests and launchers can call it."""
     import torch
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
     from omegaconf import OmegaConf, open_dict
 
     import runners
@@ -210,8 +216,6 @@ def execute(cfg):
             cfg.run_dir = str(run_dir)
             cfg.command = "python run.py " + " ".join(HydraConfig.get().overrides.task)
             if cfg.logger.get("group") is None:  # W&B group: the sweep, else the experiment
-                from hydra.types import RunMode
-
                 hc = HydraConfig.get()
                 cfg.logger.group = (f"{cfg.experiment_name}/{Path(hc.sweep.dir).name}"
                                     if hc.mode == RunMode.MULTIRUN else cfg.experiment_name)
@@ -232,8 +236,6 @@ def execute(cfg):
         print(f"{cfg.experiment_name}: {cfg.objective}={value}  ({run_dir})", file=sys.stderr)
         return float(value)
     except UserError as e:
-        from hydra.types import RunMode
-
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             # one bad job (say a diverging learning rate) must not abort the rest of a sweep
             print(f"error: {e}", file=sys.stderr)
