@@ -175,12 +175,14 @@ def grad_factor(layer: _Layer, gout: torch.Tensor, batch_size: int) -> torch.Ten
 class KFAC(torch.optim.Optimizer):
     def __init__(self, model: nn.Module, lr: float = 0.25, momentum: float = 0.9, stat_decay: float = 0.99,
                  damping: float = 0.01, kl_clip: float = 0.001, eig_every: int = 10, stats_every: int = 1,
-                 cold_iters: int = 10, eig_eps: float = 1e-6, weight_decay: float = 0.0):
+                 cold_iters: int = 10, eig_eps: float = 1e-6, weight_decay: float = 0.0,
+                 extra_params: list | None = None):
         self.layers = [_Layer(m) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
         if not self.layers:
             raise ValueError("K-FAC found no nn.Linear or nn.Conv2d layer in the model")
         covered = {id(p) for layer in self.layers for p in layer.params()}
-        others = [p for p in model.parameters() if p.requires_grad and id(p) not in covered]
+        others = [p for p in list(model.parameters()) + list(extra_params or [])
+                  if p.requires_grad and id(p) not in covered]
         # parameters outside Linear/Conv2d (e.g. a Gaussian policy's log-std) get the plain gradient
         super().__init__([{"params": [p for layer in self.layers for p in layer.params()], "kfac": True},
                           {"params": others, "kfac": False}],

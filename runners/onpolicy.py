@@ -144,7 +144,8 @@ def build(cfg, env, device):
         algo = ACKTR(model, updates, lr=ac.lr, vf_fisher_coef=ac.vf_fisher_coef, max_grad_norm=ac.max_grad_norm,
                      momentum=k.momentum, stat_decay=k.stat_decay, damping=k.damping, kl_clip=k.kl_clip,
                      eig_every=k.eig_every, stats_every=k.stats_every, cold_iters=k.cold_iters,
-                     eig_eps=k.eig_eps, target_kl=ac.target_kl, **common)
+                     eig_eps=k.eig_eps, target_kl=ac.target_kl, critic_lr=ac.critic_lr,
+                     critic_kl_clip=ac.critic_kl_clip, **common)
     else:
         raise UserError(f"algo.name must be a2c or acktr, got '{ac.name}'")
     return model, algo, updates
