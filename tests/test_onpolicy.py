@@ -74,3 +74,25 @@ def test_a2c_and_acktr_updates_move_parameters():
         assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
         if cls is ACKTR:
             assert info["kfac/kl"] <= 0.001 * (1 + 1e-6)
+
+
+def test_acktr_separate_critic_has_its_own_kfac_and_trust_region():
+    import torch
+    from algorithms.acktr import ACKTR
+    from models.actor_critic import MujocoActorCritic
+    torch.manual_seed(0)
+    model = MujocoActorCritic(5, 2)
+    algo = ACKTR(model, total_updates=10, lr=0.03, critic_lr=0.25, critic_kl_clip=0.3, kl_clip=0.001)
+    actor_ids = {id(p) for g in algo.opt.param_groups for p in g["params"]}
+    critic_ids = {id(p) for g in algo.critic_opt.param_groups for p in g["params"]}
+    assert actor_ids == {id(p) for p in list(model.policy.parameters()) + [model.log_std]}
+    assert critic_ids == {id(p) for p in model.value.parameters()}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    info = algo.update(*_batch())
+    assert info["kfac/kl"] <= 0.001 * (1 + 1e-6) and algo.critic_opt.last["kl_predicted"] <= 0.3 * (1 + 1e-6)
+    assert all(not torch.equal(before[n], p) for n, p in model.named_parameters())
+    again = ACKTR(MujocoActorCritic(5, 2), total_updates=10, lr=0.03, critic_lr=0.25, critic_kl_clip=0.3)
+    again.load_state_dict(algo.state_dict())
+    assert again.critic_opt.steps == 1
+    for a, b in zip(algo.critic_opt.layers, again.critic_opt.layers):
+        torch.testing.assert_close(a.A, b.A)
