@@ -5,7 +5,7 @@ EXP     ?= fastweights_retrieval
 ARGS    ?=
 STAMP   := .venv/.installed-stamp
 
-.PHONY: install test run bench-fastweights bench-acktr results-fastweights clean-venv
+.PHONY: install test run bench-fastweights bench-acktr results-fastweights results-acktr clean-venv
 
 install: $(STAMP)
 
@@ -30,6 +30,9 @@ bench-acktr: $(STAMP)
 
 results-fastweights: $(STAMP)
 	$(PY) scripts/fastweights_results.py
+
+results-acktr: $(STAMP)
+	$(PY) scripts/acktr_results.py
 
 clean-venv:
 	rm -rf .venv
