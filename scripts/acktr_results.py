@@ -140,6 +140,13 @@ def build() -> str:
                   "32 envs x 20 steps), side by side in one process, this 2-core CPU. Eigendecompositions every "
                   "10 (paper) or 20 updates. Targets: <= 4x at the paper's settings (statistics every update), "
                   "<= 1.5x amortized.", "", "```", bench.read_text().strip(), "```", ""]
+    pong = OUT / "bench_pong_throughput.txt"
+    if pong.exists():
+        lines += ["## Pong training throughput (`scripts/bench_pong_throughput.py --steps 8000`)", "",
+                  "Agent steps per second including updates, 16 environments, side by side in one process with "
+                  "stable-baselines3 2.9.2's A2C and its Atari wrappers (installed for the benchmark only), this "
+                  "2-core CPU. Target: ours >= 1.5x SB3 with K-FAC included; not met yet for ACKTR.", "",
+                  "```", pong.read_text().strip(), "```", ""]
     return "\n".join(lines)
 
 
