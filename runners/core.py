@@ -188,11 +188,6 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 # --------------------------------------------------------------------------- checkpoints
 class Checkpointer:
     """Saves ``checkpoint.pt`` into the run directory periodically and when SIGTERM/SIGINT arrive.

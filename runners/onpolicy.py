@@ -20,7 +20,6 @@ true final observation.
 """
 from __future__ import annotations
 
-import collections
 import time
 from pathlib import Path
 
@@ -163,15 +162,13 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
 
     ckpt = Checkpointer(run_dir, cfg.checkpoint.every)
     update, wandb_id = 0, None
-    scores: collections.deque = collections.deque(maxlen=100)
-    all_scores: list[tuple[int, float]] = []
+    all_scores: list[tuple[int, float]] = []  # (frames, unclipped game score) of every finished game
     if cfg.resume:
         st = ckpt.load(map_location=device)
         if st is not None:
             model.load_state_dict(st["model"])
             algo.load_state_dict(st["algo"])
             update, wandb_id, all_scores = st["update"], st.get("wandb_id"), st["scores"]
-            scores.extend(s for _, s in all_scores[-100:])
             if obs_rms is not None:
                 obs_rms.load_state_dict(st["obs_rms"])
             set_rng_state(st["rng"])
@@ -234,7 +231,6 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                             r = r.copy()
                             r[idx] += ac.gamma * fv
                     for i in np.nonzero(ended)[0]:
-                        scores.append(float(game_return[i]))
                         all_scores.append((int((update * steps_per_update + (t + 1) * N) * frame_mult), float(game_return[i])))
                         tracker.log({"episode/score": game_return[i], "episode/length": int(game_len[i]),
                                      "frames": all_scores[-1][0]}, update)
@@ -266,8 +262,8 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                     row = {k: float(v) for k, v in stats.items()}
                     row.update({"timesteps": update * steps_per_update, "frames": update * steps_per_update * frame_mult,
                                 "perf/steps_per_s": (update - u0) * steps_per_update / max(el, 1e-9)})
-                    if scores:
-                        row["score/mean100"] = float(np.mean(scores))
+                    if all_scores:
+                        row["score/mean100"] = float(np.mean([sc for _, sc in all_scores[-100:]]))
                     tracker.log(row, update)
                 if ckpt.due(update) or update == n_updates:
                     ckpt.save(snapshot(), update)
