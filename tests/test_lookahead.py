@@ -1,0 +1,254 @@
+"""Lookahead and Polyak wrappers against hand computations."""
+import io
+
+import pytest
+import torch
+
+from algorithms.lookahead import Lookahead, Polyak, build_optimizer, eval_weights
+
+
+def make_model(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+
+
+def batch(step):
+    g = torch.Generator().manual_seed(1000 + step)
+    return torch.randn(16, 4, generator=g), torch.randint(0, 3, (16,), generator=g)
+
+
+def train_steps(model, opt, start, n):
+    for s in range(start, start + n):
+        x, y = batch(s)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+
+def params(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+INNERS = {
+    "sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-3),
+    "adam": lambda p: torch.optim.Adam(p, lr=0.01),
+}
+
+
+@pytest.mark.parametrize("inner", sorted(INNERS))
+def test_k1_alpha1_equals_inner(inner):
+    a, b = make_model(), make_model()
+    train_steps(a, INNERS[inner](a.parameters()), 0, 12)
+    train_steps(b, Lookahead(INNERS[inner](b.parameters()), k=1, alpha=1.0), 0, 12)
+    for x, y in zip(params(a), params(b)):
+        assert torch.equal(x, y)
+
+
+def naive_lookahead_sgd(model, k, alpha, lr, mom, cycles):
+    """Independent loop: per-tensor heavy-ball SGD and the Lookahead rule, no torch.optim."""
+    ps = [p.detach().clone() for p in model.parameters()]
+    slow = [p.clone() for p in ps]
+    bufs = [None] * len(ps)
+    work = make_model()
+    for step in range(cycles * k):
+        with torch.no_grad():
+            for w, p in zip(work.parameters(), ps):
+                w.copy_(p)
+        work.zero_grad()
+        x, y = batch(step)
+        torch.nn.functional.cross_entropy(work(x), y).backward()
+        for i, w in enumerate(work.parameters()):
+            g = w.grad.detach()
+            bufs[i] = g.clone() if bufs[i] is None else mom * bufs[i] + g
+            ps[i] = ps[i] - lr * bufs[i]
+        if (step + 1) % k == 0:
+            for i in range(len(ps)):
+                slow[i] = slow[i] + alpha * (ps[i] - slow[i])
+                ps[i] = slow[i].clone()
+    return ps, slow
+
+
+def test_first_cycle_matches_hand_formula_and_naive_loop():
+    k, alpha = 5, 0.8
+    ref, model = make_model(), make_model()
+    slow0 = params(model)
+    train_steps(ref, torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9), 0, k)   # fast_k
+    opt = Lookahead(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), k=k, alpha=alpha)
+    train_steps(model, opt, 0, k - 1)
+    assert all(torch.equal(s, s0) for s, s0 in zip(opt.slow, slow0))   # anchored at the initial point
+    train_steps(model, opt, k - 1, 1)
+    for p, s, s0, fk in zip(model.parameters(), opt.slow, slow0, params(ref)):
+        expect = s0 + alpha * (fk - s0)
+        torch.testing.assert_close(s, expect, rtol=0, atol=1e-7)
+        assert torch.equal(p.detach(), s)   # fast reset to slow
+
+    # three more cycles against the naive loop
+    model2 = make_model()
+    opt2 = Lookahead(torch.optim.SGD(model2.parameters(), lr=0.1, momentum=0.9), k=k, alpha=alpha)
+    train_steps(model2, opt2, 0, 4 * k)
+    fast_n, slow_n = naive_lookahead_sgd(make_model(), k, alpha, 0.1, 0.9, cycles=4)
+    for p, s, fn, sn in zip(model2.parameters(), opt2.slow, fast_n, slow_n):
+        torch.testing.assert_close(p.detach(), fn, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(s, sn, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("inner,mode", [("sgd", "none"), ("sgd", "pullback"), ("adam", "reset"), ("adam", "pullback")])
+def test_state_dict_mid_cycle_resumes_bit_for_bit(inner, mode):
+    k = 5
+    a = make_model()
+    opt_a = Lookahead(INNERS[inner](a.parameters()), k=k, alpha=0.5, pullback_momentum=mode)
+    train_steps(a, opt_a, 0, 7)                       # mid-cycle (7 = k + 2)
+    buf = io.BytesIO()
+    torch.save({"model": a.state_dict(), "opt": opt_a.state_dict()}, buf)
+    train_steps(a, opt_a, 7, 3 * k)
+
+    buf.seek(0)
+    state = torch.load(buf)
+    b = make_model(seed=123)                          # different init: everything must come from the file
+    opt_b = Lookahead(INNERS[inner](b.parameters()), k=3, alpha=0.9)   # and the hyper-parameters too
+    b.load_state_dict(state["model"])
+    opt_b.load_state_dict(state["opt"])
+    assert opt_b.steps == 7 and opt_b.k == k and opt_b.pullback_momentum == mode
+    train_steps(b, opt_b, 7, 3 * k)
+    for x, y in zip(params(a), params(b)):
+        assert torch.equal(x, y)
+    for x, y in zip(opt_a.slow, opt_b.slow):
+        assert torch.equal(x, y)
+
+
+def test_pullback_interpolates_a_copy_of_the_momentum():
+    model = make_model()
+    opt = Lookahead(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), k=2, alpha=0.5,
+                    pullback_momentum="pullback")
+    train_steps(model, opt, 0, 1)
+    p0 = next(model.parameters())
+    m_before = opt.optimizer.state[p0]["momentum_buffer"].clone()
+    train_steps(model, opt, 1, 1)                     # sync happens here; slow momentum started at 0
+    # reconstruct the buffer the inner step produced before the sync: m2 = 0.9 m1 + g2
+    ref = make_model()
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    train_steps(ref, ref_opt, 0, 2)
+    m2 = ref_opt.state[next(ref.parameters())]["momentum_buffer"]
+    live = opt.optimizer.state[p0]["momentum_buffer"]
+    slow_m = opt.slow_momentum[0]["momentum_buffer"]
+    torch.testing.assert_close(live, 0.5 * m2 + 0.5 * torch.zeros_like(m2))
+    assert live.data_ptr() != slow_m.data_ptr()
+    live.add_(1.0)                                    # touching the live buffer leaves the copy alone
+    torch.testing.assert_close(slow_m, 0.5 * m2)
+    assert not torch.equal(m_before, live)
+
+
+def test_reset_zeroes_momentum_at_sync():
+    model = make_model()
+    opt = Lookahead(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), k=3, pullback_momentum="reset")
+    train_steps(model, opt, 0, 3)
+    for p in model.parameters():
+        assert torch.count_nonzero(opt.optimizer.state[p]["momentum_buffer"]) == 0
+
+
+def test_scheduler_reaches_inner_also_after_load():
+    model = make_model()
+    opt = Lookahead(torch.optim.SGD(model.parameters(), lr=0.1), k=5)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    train_steps(model, opt, 0, 1)
+    sched.step()
+    assert opt.optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+    # the rate the inner step uses: momentum-free SGD moves by lr * grad
+    before = params(model)
+    x, y = batch(50)
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    opt.step()
+    for p, b, g in zip(model.parameters(), before, grads):
+        torch.testing.assert_close(p.detach(), b - 0.05 * g)
+
+    state, sstate = opt.state_dict(), sched.state_dict()
+    model2 = make_model()
+    opt2 = Lookahead(torch.optim.SGD(model2.parameters(), lr=0.1), k=5)
+    sched2 = torch.optim.lr_scheduler.StepLR(opt2, step_size=1, gamma=0.5)
+    opt2.load_state_dict(state)
+    sched2.load_state_dict(sstate)
+    train_steps(model2, opt2, 0, 1)
+    sched2.step()
+    assert opt2.optimizer.param_groups[0]["lr"] == pytest.approx(0.025)   # saved at 0.05, one more halving
+    assert opt2.param_groups is opt2.optimizer.param_groups
+
+
+def test_add_param_group_gets_slow_weights_and_syncs():
+    model = make_model()
+    opt = Lookahead(torch.optim.SGD(model[0].parameters(), lr=0.1), k=2, alpha=0.5)
+    opt.add_param_group({"params": model[2].parameters(), "lr": 0.2})
+    assert len(opt.slow) == 4 and len(opt.param_groups) == 2
+    w0 = model[2].weight.detach().clone()
+    train_steps(model, opt, 0, 2)
+    ref = make_model()
+    r = torch.optim.SGD([{"params": ref[0].parameters()}, {"params": ref[2].parameters(), "lr": 0.2}], lr=0.1)
+    train_steps(ref, r, 0, 2)
+    torch.testing.assert_close(model[2].weight.detach(), w0 + 0.5 * (ref[2].weight.detach() - w0))
+
+
+def test_eval_weights_swaps_slow_in_and_restores_fast():
+    model = make_model()
+    opt = Lookahead(torch.optim.Adam(model.parameters(), lr=0.01), k=5)
+    train_steps(model, opt, 0, 3)
+    fast = params(model)
+    with eval_weights(opt):
+        for p, s in zip(model.parameters(), opt.slow):
+            assert torch.equal(p.detach(), s)
+    for p, f in zip(model.parameters(), fast):
+        assert torch.equal(p.detach(), f)
+
+
+def test_grad_scaler_skipped_step_does_not_advance_counter():
+    model = make_model()
+    opt = Lookahead(torch.optim.SGD(model.parameters(), lr=0.1), k=2)
+    scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+    x, y = batch(0)
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    scaler.scale(loss).backward()
+    next(model.parameters()).grad[0, 0] = float("inf")
+    before = params(model)
+    scaler.step(opt)
+    scaler.update()
+    assert opt.steps == 0 and all(torch.equal(a, b) for a, b in zip(before, params(model)))
+    assert scaler.get_scale() == 2.0
+    opt.zero_grad()
+    scaler.scale(torch.nn.functional.cross_entropy(model(x), y)).backward()
+    scaler.step(opt)
+    scaler.update()
+    assert opt.steps == 1
+
+
+def test_polyak_average_is_mean_of_iterates():
+    model = make_model()
+    opt = Polyak(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), start=2)
+    iterates = []
+    for s in range(6):
+        train_steps(model, opt, s, 1)
+        iterates.append(params(model))
+    expect = [torch.stack([it[i] for it in iterates[2:]]).mean(0) for i in range(len(iterates[0]))]
+    with eval_weights(opt):
+        for p, e in zip(model.parameters(), expect):
+            torch.testing.assert_close(p.detach(), e)
+    for p, last in zip(model.parameters(), iterates[-1]):
+        assert torch.equal(p.detach(), last)
+
+
+def test_build_optimizer_presets_and_overrides():
+    model = make_model()
+    presets = {"lookahead_sgd": {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3, "lookahead": {"alpha": 0.8}}}
+    cfg = {"name": "lookahead_sgd", "inner": "sgd", "lr": None, "momentum": None, "weight_decay": None,
+           "lookahead": {"k": None, "alpha": None, "pullback_momentum": "none"}, "polyak": None}
+    opt = build_optimizer(model.parameters(), cfg, presets)
+    assert isinstance(opt, Lookahead) and opt.alpha == 0.8 and opt.k == 5
+    g = opt.param_groups[0]
+    assert (g["lr"], g["momentum"], g["weight_decay"]) == (0.1, 0.9, 1e-3)
+    opt = build_optimizer(model.parameters(), {**cfg, "lr": 0.3}, presets)    # command line wins
+    assert opt.param_groups[0]["lr"] == 0.3
+    with pytest.raises(ValueError, match="no learning rate"):
+        build_optimizer(model.parameters(), {**cfg, "name": "sgd", "lookahead": None}, presets)
+    with pytest.raises(ValueError, match="optimizer.inner"):
+        build_optimizer(model.parameters(), {**cfg, "inner": "lion"}, presets)
+    with pytest.raises(ValueError, match="alpha"):
+        Lookahead(torch.optim.SGD(model.parameters(), lr=0.1), alpha=1.5)
