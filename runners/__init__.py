@@ -6,6 +6,8 @@ import importlib
 RUNNERS = {
     "retrieval": "runners.retrieval",
     "onpolicy": "runners.onpolicy",
+    "language_model": "runners.language_model",
+    "classify": "runners.classify",
 }
 
 

@@ -1,0 +1,190 @@
+"""Word-level language modelling on PTB with an AWD-LSTM-style model (Lookahead and RevRNN papers).
+
+Truncated BPTT over batchified streams with the hidden state carried across segments (detached);
+AWD-LSTM's variable segment length (``bptt`` with probability 0.95, else ``bptt/2``, then
+N(., 5), at least 5 tokens) with the learning rate scaled by ``seq_len / bptt``; gradient-norm
+clipping; AR/TAR penalties. Validation perplexity after every epoch, on the optimizer's evaluation
+weights (Lookahead's slow weights, Polyak's average); the test perplexity is that of the weights with
+the best validation perplexity. Checkpoints (periodic and on SIGTERM) store the position inside the
+epoch and the carried hidden state, so a resumed run continues exactly.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from algorithms.lookahead import build_optimizer, eval_weights
+from models.awd_lstm import AWDLanguageModel
+from runners import text_data
+from runners.core import Checkpointer, Tracker, UserError, check_finite, set_rng_state
+
+
+def build_model(cfg, vocab_size: int) -> AWDLanguageModel:
+    m = OmegaConf.to_container(cfg.model, resolve=True)
+    m.pop("name", None)
+    try:
+        return AWDLanguageModel(vocab_size, **m)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+@torch.inference_mode()
+def evaluate(model, source: torch.Tensor, bptt: int) -> float:
+    """Mean cross-entropy per token over a batchified stream, hidden state carried throughout."""
+    was_training = model.training
+    model.eval()
+    state = model.init_state(source.size(1))
+    total, count = 0.0, 0
+    for i in range(0, len(source) - 1, bptt):
+        x, y = text_data.get_batch(source, i, bptt)
+        logits, state, _ = model(x, state)
+        total += F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1), reduction="sum").item()
+        count += y.numel()
+    model.train(was_training)
+    return total / count
+
+
+def segment_length(bptt: int, variable: bool, rng: np.random.Generator) -> int:
+    if not variable:
+        return bptt
+    base = bptt if rng.random() < 0.95 else bptt / 2.0
+    return max(5, int(rng.normal(base, 5)))
+
+
+def epoch_lr(tc, base_lr: float, epoch: int) -> float:
+    if tc.lr_schedule == "constant":
+        return base_lr
+    if tc.lr_schedule == "step":
+        return base_lr * tc.lr_gamma ** sum(epoch >= m for m in tc.lr_milestones)
+    raise UserError(f"train.lr_schedule must be constant or step, got '{tc.lr_schedule}'")
+
+
+def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
+    tc = cfg.train
+    corpus = text_data.load(cfg.data, project_root)
+    train_data = text_data.batchify(corpus.ids["train"], tc.batch_size).to(device)
+    val_data = text_data.batchify(corpus.ids["valid"], tc.eval_batch_size).to(device)
+    test_data = text_data.batchify(corpus.ids["test"], tc.test_batch_size).to(device)
+
+    model = build_model(cfg, len(corpus)).to(device)
+    try:
+        opt = build_optimizer(model.parameters(), OmegaConf.to_container(cfg.optimizer, resolve=True),
+                              OmegaConf.to_container(cfg.get("optim_presets") or {}, resolve=True))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    base_lr = opt.param_groups[0]["lr"]
+    rng = np.random.default_rng(cfg.seed)   # segment lengths; its state is checkpointed
+
+    ckpt = Checkpointer(run_dir, cfg.checkpoint.every)
+    epoch, pos, step, wandb_id = 0, 0, 0, None
+    hidden = model.init_state(tc.batch_size)
+    best = {"ppl": float("inf"), "epoch": -1, "state": None}
+    if cfg.resume:
+        state = ckpt.load(map_location=device)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            epoch, pos, step, best, wandb_id = state["epoch"], state["pos"], state["step"], state["best"], state["wandb_id"]
+            hidden = state["hidden"]
+            rng.bit_generator.state = state["np_rng"]
+            set_rng_state(state["rng"])
+        elif cfg.resume != "auto":
+            raise UserError(f"resume: no checkpoint at {ckpt.path}")
+
+    batches_per_epoch = math.ceil((len(train_data) - 1) / tc.bptt)
+    if tc.max_batches_per_epoch:
+        batches_per_epoch = min(batches_per_epoch, tc.max_batches_per_epoch)
+    tracker = Tracker(cfg, run_dir, total_steps=tc.epochs * batches_per_epoch, start_step=step, wandb_id=wandb_id)
+
+    def snapshot():
+        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "pos": pos,
+                "step": step, "best": best, "hidden": hidden, "np_rng": rng.bit_generator.state,
+                "wandb_id": tracker.wandb_id}
+
+    failed = True
+    t0, tokens = time.perf_counter(), 0
+    loss_sum, n_sum = torch.zeros((), device=device), 0
+    try:
+        with ckpt:
+            while epoch < tc.epochs:
+                lr_now = epoch_lr(tc, base_lr, epoch)
+                while pos < len(train_data) - 2:
+                    if tc.max_batches_per_epoch and pos >= tc.max_batches_per_epoch * tc.bptt:
+                        break
+                    seq_len = segment_length(tc.bptt, tc.variable_bptt, rng)
+                    for group in opt.param_groups:
+                        group["lr"] = lr_now * seq_len / tc.bptt
+                    x, y = text_data.get_batch(train_data, pos, seq_len)
+                    hidden = model.detach_state(hidden)
+                    logits, hidden, (raw, dropped) = model(x, hidden)
+                    loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
+                    check_finite(loss, step + 1, ckpt)
+                    total = loss
+                    if tc.ar_alpha:
+                        total = total + tc.ar_alpha * dropped.pow(2).mean()
+                    if tc.tar_beta:
+                        total = total + tc.tar_beta * (raw[1:] - raw[:-1]).pow(2).mean()
+                    opt.zero_grad(set_to_none=True)
+                    total.backward()
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip) if tc.clip else None
+                    opt.step()
+                    pos += seq_len
+                    step += 1
+                    tokens += y.numel()
+                    loss_sum += loss.detach()
+                    n_sum += 1
+                    if step % tc.log_every == 0:
+                        elapsed = time.perf_counter() - t0
+                        mean = loss_sum.item() / n_sum
+                        metrics = {"train/loss": mean, "train/ppl": math.exp(min(mean, 50)), "train/lr": lr_now,
+                                   "epoch": epoch + min(pos / len(train_data), 1.0),
+                                   "perf/tokens_per_s": tokens / max(elapsed, 1e-9)}
+                        if grad_norm is not None:
+                            metrics["train/grad_norm"] = grad_norm.item()
+                        tracker.log(metrics, step)
+                        loss_sum.zero_()
+                        n_sum = 0
+                    if ckpt.due(step):
+                        ckpt.save(snapshot(), step)
+                    if ckpt.should_stop():
+                        ckpt.interrupt(snapshot(), step)
+                    tracker.advance(step)
+
+                with eval_weights(opt):
+                    val_loss = evaluate(model, val_data, tc.bptt)
+                    if val_loss < best["ppl"] and math.isfinite(val_loss):
+                        best = {"ppl": val_loss, "epoch": epoch + 1, "state": copy.deepcopy(model.state_dict())}
+                val_ppl = math.exp(min(val_loss, 50))
+                best_ppl = math.exp(min(best["ppl"], 50))
+                tracker.log({"val/loss": val_loss, "val/ppl": val_ppl, "val/ppl_best": best_ppl,
+                             "epoch": epoch + 1}, step)
+                epoch, pos = epoch + 1, 0
+                hidden = model.init_state(tc.batch_size)
+                ckpt.save(snapshot(), step)
+                if ckpt.should_stop():
+                    ckpt.interrupt(snapshot(), step)
+
+        if best["state"] is None:
+            raise UserError("no validation pass completed (train.epochs=0?)")
+        final_state = copy.deepcopy(model.state_dict())
+        model.load_state_dict(best["state"])
+        test_loss = evaluate(model, test_data, tc.bptt)
+        model.load_state_dict(final_state)
+        summary = tracker.write_summary({
+            "val/ppl_best": math.exp(best["ppl"]), "val/loss_best": best["ppl"], "best_epoch": best["epoch"],
+            "test/ppl": math.exp(test_loss), "test/loss": test_loss,
+            "train/epochs": epoch, "train/steps": step, "n_params": sum(p.numel() for p in model.parameters()),
+            "optimizer": cfg.optimizer.name, "lr": base_lr, "seed": cfg.seed, "device": str(device),
+            "cell": cfg.model.cell, "vocab": len(corpus),
+        })
+        failed = False
+        return summary
+    finally:
+        tracker.close(failed=failed)
