@@ -92,6 +92,24 @@ def check_experiments(overrides: list[str], flags: list[str]) -> None:
             name = name.strip()
             if name and name not in avail:
                 fail(f"unknown experiment '{name}'; available: {', '.join(avail)}")
+    check_group_choices(overrides)
+
+
+def check_group_choices(overrides: list[str]) -> None:
+    """``optimizer=lion``, ``launcher=foo``...: one line naming the options of that config group."""
+    for o in overrides:
+        key = key_of(o)
+        if "=" not in o or key == "experiment" or not is_group(key) or "/" in key:
+            continue
+        group = key.split("@")[0]
+        avail = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+        value = o.split("=", 1)[1].strip()
+        if value.startswith("choice(") and value.endswith(")"):
+            value = value[len("choice("):-1]
+        for name in value.split(","):
+            name = name.strip()
+            if name and name != "null" and name not in avail:
+                fail(f"unknown {group} '{name}'; available: {', '.join(avail)}")
 
 
 def _compatible(ref, new) -> bool:

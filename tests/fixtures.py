@@ -10,14 +10,21 @@ import numpy as np
 
 def write_ptb(root: Path, gz: bool = False, seed: int = 0) -> Path:
     """ptb.{train,valid,test}.txt in Mikolov's format: space-separated lower-case words, <unk>, one
-    sentence a line with a leading space (as the real files have)."""
+    sentence a line with a leading and trailing space (as the real files have). Sentences follow a
+    small grammar, so a model can learn them (entropy about 1 bit a word)."""
     rng = np.random.default_rng(seed)
-    words = ["the", "a", "cat", "dog", "sat", "ran", "on", "mat", "<unk>", "n", "$", "big", "small"]
     folder = Path(root) / "ptb"
     folder.mkdir(parents=True, exist_ok=True)
+
+    def sentence():
+        det, noun, verb = ("the", "a"), ("cat", "dog", "<unk>"), ("sat", "ran")
+        words = [rng.choice(det), rng.choice(noun), rng.choice(verb), "on", "the", "mat"]
+        if rng.random() < 0.3:
+            words += ["for", "n", "$"]
+        return " " + " ".join(words) + " "
+
     for split, n in (("train", 400), ("valid", 60), ("test", 60)):
-        lines = [" " + " ".join(rng.choice(words, size=rng.integers(3, 12))) + " " for _ in range(n)]
-        text = ("\n".join(lines) + "\n").encode()
+        text = ("\n".join(sentence() for _ in range(n)) + "\n").encode()
         if gz:
             (folder / f"ptb.{split}.txt.gz").write_bytes(gzip.compress(text))
         else:

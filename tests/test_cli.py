@@ -11,6 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from fixtures import write_all
 from conftest import ROOT, run_cli
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
@@ -36,6 +37,7 @@ def test_every_experiment_composes(name):
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_smoke_runs(name, tmp_path):
+    write_all(tmp_path / "data")   # tiny PTB / CIFAR / ImageNet fixtures in the real formats
     p = run_cli(f"experiment={name}", "smoke=true", f"hydra.run.dir={tmp_path}", f"data.root={tmp_path}/data",
                 *QUIET, check=True)
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -50,6 +52,10 @@ def test_every_experiment_smoke_runs(name, tmp_path):
         assert any("val/error" in r for r in rows) and any("train/loss" in r for r in rows)
     if cfg.runner == "onpolicy":
         assert summary["timesteps"] == 160 and any("loss/total" in r for r in rows)
+    if cfg.runner == "language_model":
+        assert summary["train/epochs"] == 2 and summary["test/ppl"] > 1 and any("val/ppl" in r for r in rows)
+    if cfg.runner == "classify":
+        assert summary["train/epochs"] == 2 and 0 <= summary["test/acc"] <= 1 and any("test/acc" in r for r in rows)
 
 
 def test_wandb_offline_run_is_written(tmp_path):
@@ -169,3 +175,8 @@ def test_launcher_configs_select_the_hydra_plugin(launcher, target):
     assert cfg.hydra.launcher._target_.endswith(target)
     if launcher == "slurm":
         assert cfg.hydra.launcher.partition == "gpu" and cfg.hydra.launcher.array_parallelism == 64
+
+
+def test_unknown_config_group_option_is_one_line():
+    assert one_error_line(run_cli("experiment=lookahead_ptb_small", "optimizer=lion")) == \
+        "error: unknown optimizer 'lion'; available: adam, adamw, lookahead_adam, lookahead_sgd, polyak, sgd"

@@ -1,0 +1,32 @@
+"""Shared check: SIGTERM a run mid-way, resume it, and return both summaries."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from conftest import ROOT, run_cli
+
+
+def sigterm_then_resume(tmp_path, args, total_key, min_lines=3):
+    run_cli(*args, f"hydra.run.dir={tmp_path}/full", check=True)
+    full = json.loads((tmp_path / "full" / "summary.json").read_text())
+    run = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args, f"hydra.run.dir={run}"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        m = run / "metrics.jsonl"
+        if m.exists() and m.read_text().count("\n") >= min_lines:
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.01)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    stopped = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert 0 < stopped["step"] < full[total_key]
+    run_cli(f"resume={run}", check=True)
+    resumed = json.loads((run / "summary.json").read_text())
+    return full, resumed, stopped
