@@ -233,10 +233,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                                      "perf/images_per_s": (step - seen0) * data.bs * world / max(elapsed, 1e-9)}, step)
                         loss_sum.zero_(), correct.zero_()
                         n_log = 0
-                    if ckpt.due(step):
-                        ckpt.save(snapshot(), step)
-                    if ckpt.should_stop():
-                        ckpt.interrupt(snapshot(), step)
+                    ckpt.after_step(snapshot, step)
                     tracker.advance(step)
 
                 with eval_weights(opt):

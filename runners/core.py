@@ -247,6 +247,14 @@ class Checkpointer:
         self.last_step = state["step"]
         return state
 
+    def after_step(self, snapshot, step: int) -> None:
+        """End of a training step: the periodic checkpoint, then the SIGTERM/SIGINT stop (raises
+        Interrupted). ``snapshot`` is called only when a checkpoint is written."""
+        if self.due(step):
+            self.save(snapshot(), step)
+        if self.should_stop():
+            self.interrupt(snapshot(), step)
+
     def interrupt(self, state: dict, step: int) -> None:
         self.save(state, step)
         name = signal.Signals(self._signal).name

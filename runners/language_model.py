@@ -151,10 +151,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                         tracker.log(metrics, step)
                         loss_sum.zero_()
                         n_sum = 0
-                    if ckpt.due(step):
-                        ckpt.save(snapshot(), step)
-                    if ckpt.should_stop():
-                        ckpt.interrupt(snapshot(), step)
+                    ckpt.after_step(snapshot, step)
                     tracker.advance(step)
 
                 with eval_weights(opt):

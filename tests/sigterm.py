@@ -25,8 +25,11 @@ def sigterm_then_resume(tmp_path, args, total_key, min_lines=3):
         time.sleep(0.01)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
+    assert "SIGTERM" in err and f"resume={run}" in err and not (run / "summary.json").exists()
     stopped = torch.load(run / "checkpoint.pt", weights_only=False)
     assert 0 < stopped["step"] < full[total_key]
     run_cli(f"resume={run}", check=True)
     resumed = json.loads((run / "summary.json").read_text())
+    p = run_cli(f"resume={run}", check=True)          # resuming a finished run skips it
+    assert "already finished" in p.stderr
     return full, resumed, stopped

@@ -1,10 +1,6 @@
 """The command line as a user meets it: every experiment composes and smoke-runs, bad input is one
 line, interrupted runs resume to the same result, sweeps run through the submitit launcher."""
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +9,7 @@ from omegaconf import OmegaConf
 
 from fixtures import write_all
 from conftest import ROOT, run_cli
+from sigterm import sigterm_then_resume
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 QUIET = ["logger.mode=disabled", "logger.progress=false"]
@@ -115,33 +112,9 @@ def test_sigterm_then_resume_matches_uninterrupted(tmp_path):
     args = ["experiment=fastweights_retrieval", "smoke=true", "model.hidden_size=20", "train.steps=1500",
             "train.batch_size=32", "train.eval_every=100", "train.log_every=10", "checkpoint.every=500",
             f"data.root={tmp_path}/data", "threads=1", *QUIET]
-    run_cli(*args, f"hydra.run.dir={tmp_path}/full", check=True)
-    full = json.loads((tmp_path / "full" / "summary.json").read_text())
-
-    run = tmp_path / "cut"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args, f"hydra.run.dir={run}"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        m = run / "metrics.jsonl"
-        if m.exists() and m.read_text().count("\n") >= 3:
-            proc.send_signal(signal.SIGTERM)
-            break
-        time.sleep(0.02)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "SIGTERM" in err and f"resume={run}" in err and not (run / "summary.json").exists()
-    import torch
-    stopped_at = torch.load(run / "checkpoint.pt", weights_only=False)["step"]
-    assert 0 < stopped_at < 1500
-
-    p = run_cli(f"resume={run}", check=True)
-    resumed = json.loads((run / "summary.json").read_text())
+    full, resumed, stopped = sigterm_then_resume(tmp_path, args, total_key="train/steps")
     for key in ["test/error", "test/loss", "val/error_best", "best_step", "val/error_final", "train/steps"]:
         assert resumed[key] == full[key], key
-    # resume=auto on a finished run skips it
-    p = run_cli(f"resume={run}", check=True)
-    assert "already finished" in p.stderr
 
 
 def test_sweep_through_submitit_local(tmp_path):
