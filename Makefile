@@ -5,7 +5,7 @@ EXP     ?= fastweights_retrieval
 ARGS    ?=
 STAMP   := .venv/.installed-stamp
 
-.PHONY: install test run bench-fastweights bench-acktr results-fastweights results-acktr clean-venv
+.PHONY: install test run bench-fastweights bench-acktr bench-lookahead results-fastweights results-acktr results-lookahead clean-venv
 
 install: $(STAMP)
 
@@ -28,11 +28,17 @@ bench-fastweights: $(STAMP)
 bench-acktr: $(STAMP)
 	$(PY) scripts/bench_acktr.py
 
+bench-lookahead: $(STAMP)
+	$(PY) scripts/bench_lookahead.py
+
 results-fastweights: $(STAMP)
 	$(PY) scripts/fastweights_results.py
 
 results-acktr: $(STAMP)
 	$(PY) scripts/acktr_results.py
+
+results-lookahead: $(STAMP)
+	$(PY) scripts/lookahead_results.py
 
 clean-venv:
 	rm -rf .venv
