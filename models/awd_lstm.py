@@ -129,3 +129,13 @@ class AWDLanguageModel(nn.Module):
             raw = x
             x = locked_dropout(x, self.dropout if i == len(self.layers) - 1 else self.dropouth, self.training)
         return self.decoder(x), new_state, (raw, x)
+
+
+def _register_reversible() -> None:
+    from models.revrnn import RevGRULayer, RevLSTMLayer   # the reversible cells of MacKay et al. 2018
+
+    register_cell("revgru", RevGRULayer)
+    register_cell("revlstm", RevLSTMLayer)
+
+
+_register_reversible()

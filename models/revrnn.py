@@ -1,0 +1,350 @@
+"""Reversible RNNs (MacKay, Vicol, Ba, Grosse, NeurIPS 2018): RevGRU and RevLSTM with exact,
+bit-buffered forgetting in fixed point.
+
+The hidden state is split in halves h = [h1, h2] (RevLSTM also c = [c1, c2]). Half 1 is updated from
+[x; h2], then half 2 from [x; h1_new]:
+
+    RevGRU:  [z, r] = sigma(W [x; h2]),  g = tanh(U [x; r * h2]),   h1 <- z * h1 + (1 - z) * g
+    RevLSTM: [f, z, o, p] = sigma(W [x; h2]),  g = tanh(U [x; h2]), c1 <- z * c1 + f * g,
+             h1 <- p * h1 + o * tanh(c1)
+
+The forget gates z (and p) are limited by the max-forgetting m: z = m * sigmoid(.) + (1 - m), and
+quantised to 10 bits (z = n / 1024). States are int64 fixed point with 23 fractional bits. The
+multiplication by z is exact forgetting (Maclaurin et al. 2015) on ``BitStack``: the bits it
+discards are pushed onto an integer buffer, so the reverse pass can restore them. The additive
+term is rounded once and added as an integer, so subtracting it undoes it exactly. The whole step
+can therefore be run backwards bit for bit (``reverse_fixed``), which is what training by reversal
+(``algorithms/reversible_bptt.py``) uses instead of storing the hidden states.
+
+``step_float`` is the same step in floating point with autograd; given the fixed-point result it
+substitutes those values straight-through, so its forward values equal the fixed-point model's and
+its gradients are those of the float step at exactly the states the reversal recovers.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+FRAC_BITS = 23                   # fixed-point fractional bits of the state
+GATE_BITS = 10                   # gates are n / 1024
+GATE_ONE = 1 << GATE_BITS
+MAX_ABS = 2.0 ** 20              # |state| beyond this is a fixed-point overflow error
+SLAB_LIMIT = 1 << (53 - GATE_BITS)   # a buffer entry >= this would pass 2^53 after the next push
+MAX_FORGET = {2: 0.75, 3: 0.875, 5: 0.96875, None: 1.0}
+
+
+class FixedPointOverflow(ValueError):
+    pass
+
+
+def max_forget(bits) -> float:
+    bits = None if bits in (None, "none", "None", "null") else bits
+    if bits not in MAX_FORGET:
+        raise ValueError(f"unsupported max_forget_bits={bits!r}; use 2, 3, 5 or none")
+    return MAX_FORGET[bits]
+
+
+def to_fixed(h: torch.Tensor, where: str = "") -> torch.Tensor:
+    if h.numel() and h.detach().abs().max().item() >= MAX_ABS:
+        raise FixedPointOverflow(f"fixed-point overflow{where}: |h| = {h.detach().abs().max().item():.3g} is beyond "
+                                 f"the representable range +-2^{int(math.log2(MAX_ABS))}")
+    return torch.round(h.detach().double() * (1 << FRAC_BITS)).long()
+
+
+def to_float(H: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    return (H.double() / (1 << FRAC_BITS)).to(dtype)
+
+
+def quantize_gate(z: torch.Tensor, m: float) -> torch.Tensor:
+    """z in [1-m, 1] -> n = round(1024 z), at least 1 (m = 1) and at least 1024 (1 - m)."""
+    lo = max(1, round(GATE_ONE * (1 - m)))
+    return torch.round(z.detach().double() * GATE_ONE).long().clamp_(lo, GATE_ONE)
+
+
+class BitStack:
+    """Integer buffer of the bits that exact forgetting discards, one int64 entry per unit.
+
+    ``push(H, n)`` returns H * n / 1024 with the remainder information moved into the buffer;
+    ``pop`` inverts it. When an entry would pass 2^53, the whole buffer is pushed onto a list of
+    overflow slabs first and one flag per push records it. Pushes from several state tensors of the
+    same width share one stack in strict LIFO order. ``mask`` (bool, broadcastable) leaves the
+    masked-out entries and their buffer untouched (n = 1024 is an exact no-op).
+    """
+
+    def __init__(self, shape, device=None):
+        self.buf = torch.zeros(shape, dtype=torch.long, device=device)
+        self.slabs: list[torch.Tensor] = []
+        self.flags: list[bool] = []
+        self.info_bits = 0.0         # sum of -log2(n / 1024) over all pushes
+        self.peak_words = self.buf.numel()
+
+    def push(self, H: torch.Tensor, n: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is not None:
+            n = torch.where(mask, n, torch.full_like(n, GATE_ONE))
+        overflow = bool((self.buf >= SLAB_LIMIT).any())
+        self.flags.append(overflow)
+        if overflow:
+            self.slabs.append(self.buf)
+            self.buf = torch.zeros_like(self.buf)
+            self.peak_words = max(self.peak_words, self.words())
+        buf = self.buf * GATE_ONE + torch.remainder(H, GATE_ONE)
+        H = torch.div(H, GATE_ONE, rounding_mode="floor") * n + torch.remainder(buf, n)
+        self.buf = torch.div(buf, n, rounding_mode="floor")
+        self.info_bits += float((GATE_BITS - torch.log2(n.double())).sum())
+        return H
+
+    def pop(self, H: torch.Tensor, n: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is not None:
+            n = torch.where(mask, n, torch.full_like(n, GATE_ONE))
+        buf = self.buf * n + torch.remainder(H, n)
+        H = torch.div(H, n, rounding_mode="floor") * GATE_ONE + torch.remainder(buf, GATE_ONE)
+        self.buf = torch.div(buf, GATE_ONE, rounding_mode="floor")
+        if self.flags.pop():
+            if bool(self.buf.any()):
+                raise RuntimeError("BitStack: buffer not empty when restoring an overflow slab (pops out of order)")
+            self.buf = self.slabs.pop()
+        return H
+
+    def words(self) -> int:
+        return self.buf.numel() + sum(s.numel() for s in self.slabs)
+
+    def bits(self) -> int:
+        """Storage of the buffer: int64 words (live + slabs, at their peak) and one flag bit per push."""
+        return 64 * max(self.peak_words, self.words()) + len(self.flags)
+
+    def empty(self) -> bool:
+        return not self.slabs and not self.flags and not bool(self.buf.any())
+
+
+def _st(value: torch.Tensor, fixed: torch.Tensor | None) -> torch.Tensor:
+    """Straight-through: the fixed-point value forward, the float value's gradient backward."""
+    if fixed is None:
+        return value
+    return to_float(fixed, value.dtype) + (value - value.detach())   # exactly the fixed value forward
+
+
+class _RevCell(nn.Module):
+    """Shared plumbing; subclasses define ``n_states`` and the half updates."""
+
+    n_states = 1
+
+    def __init__(self, input_size: int, hidden_size: int, max_forget_bits=3):
+        super().__init__()
+        if hidden_size % 2:
+            raise ValueError(f"reversible cells split the hidden state in halves: hidden_size={hidden_size} is odd")
+        self.input_size, self.hidden_size, self.half = input_size, hidden_size, hidden_size // 2
+        self.m = max_forget(max_forget_bits)
+        self.rec_mask: list[torch.Tensor | None] = [None, None]   # weight-drop masks on recurrent columns
+
+    def set_weight_drop(self, p: float, training: bool) -> None:
+        """Sample DropConnect masks on the recurrent columns of each half's input matrices, once per minibatch."""
+        if not training or p == 0:
+            self.rec_mask = [None, None]
+            return
+        dev = next(self.parameters()).device
+        self.rec_mask = [torch.empty(1, self.half, device=dev).bernoulli_(1 - p).div_(1 - p) for _ in range(2)]
+
+    def _w(self, lin: nn.Linear, k: int) -> torch.Tensor:
+        w = lin.weight
+        if self.rec_mask[k] is None:
+            return w
+        return torch.cat([w[:, :self.input_size], w[:, self.input_size:] * self.rec_mask[k]], 1)
+
+    def init_state(self, batch: int, device=None) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.zeros(batch, self.hidden_size, dtype=torch.long, device=device) for _ in range(self.n_states))
+
+    def new_stack(self, batch: int, device=None) -> BitStack:
+        return BitStack((batch, self.half), device)
+
+    @staticmethod
+    def output(state) -> torch.Tensor:
+        """The layer's output h (float) from a fixed-point state."""
+        return to_float(state[0])
+
+    @staticmethod
+    def output_float(state) -> torch.Tensor:
+        return state[0]
+
+    def halves(self, S):
+        return [(s[:, :self.half], s[:, self.half:]) for s in S]
+
+
+class RevGRUCell(_RevCell):
+    n_states = 1
+
+    def __init__(self, input_size: int, hidden_size: int, max_forget_bits=3):
+        super().__init__(input_size, hidden_size, max_forget_bits)
+        h = self.half
+        self.zr = nn.ModuleList(nn.Linear(input_size + h, 2 * h) for _ in range(2))
+        self.g = nn.ModuleList(nn.Linear(input_size + h, h) for _ in range(2))
+        bound = 1 / math.sqrt(hidden_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def _gates(self, k: int, x: torch.Tensor, other: torch.Tensor):
+        zr = torch.sigmoid(F.linear(torch.cat([x, other], 1), self._w(self.zr[k], k), self.zr[k].bias))
+        zs, r = zr.chunk(2, 1)
+        g = torch.tanh(F.linear(torch.cat([x, r * other], 1), self._w(self.g[k], k), self.g[k].bias))
+        return self.m * zs + (1 - self.m), g
+
+    @torch.no_grad()
+    def step_fixed(self, x, S, stack: BitStack, mask=None):
+        (H1, H2), = self.halves(S)
+        for k in range(2):
+            other = to_float(H2 if k == 0 else H1)
+            z, g = self._gates(k, x, other)
+            n = quantize_gate(z, self.m)
+            Hk = stack.push(H1 if k == 0 else H2, n, mask)
+            add = to_fixed((1 - n.float() / GATE_ONE) * g)
+            Hk = Hk + (add if mask is None else torch.where(mask, add, 0))
+            H1, H2 = (Hk, H2) if k == 0 else (H1, Hk)
+        return (torch.cat([H1, H2], 1),)
+
+    @torch.no_grad()
+    def reverse_fixed(self, x, S, stack: BitStack, mask=None):
+        (H1, H2), = self.halves(S)
+        for k in (1, 0):
+            other = to_float(H2 if k == 0 else H1)
+            z, g = self._gates(k, x, other)
+            n = quantize_gate(z, self.m)
+            add = to_fixed((1 - n.float() / GATE_ONE) * g)
+            Hk = (H1 if k == 0 else H2) - (add if mask is None else torch.where(mask, add, 0))
+            Hk = stack.pop(Hk, n, mask)
+            H1, H2 = (Hk, H2) if k == 0 else (H1, Hk)
+        return (torch.cat([H1, H2], 1),)
+
+    def step_float(self, x, s, fixed_next=None):
+        """Float step with autograd; with ``fixed_next`` the forward values are the fixed-point ones."""
+        h1, h2 = s[0][:, :self.half], s[0][:, self.half:]
+        f1 = f2 = None
+        if fixed_next is not None:
+            f1, f2 = fixed_next[0][:, :self.half], fixed_next[0][:, self.half:]
+        z, g = self._gates(0, x, h2)
+        zq = z + (quantize_gate(z, self.m).to(z.dtype) / GATE_ONE - z).detach()
+        h1 = _st(zq * h1 + (1 - zq) * g, f1)
+        z, g = self._gates(1, x, h1)
+        zq = z + (quantize_gate(z, self.m).to(z.dtype) / GATE_ONE - z).detach()
+        h2 = _st(zq * h2 + (1 - zq) * g, f2)
+        return (torch.cat([h1, h2], 1),)
+
+
+class RevLSTMCell(_RevCell):
+    n_states = 2   # (h, c)
+
+    def __init__(self, input_size: int, hidden_size: int, max_forget_bits=3):
+        super().__init__(input_size, hidden_size, max_forget_bits)
+        h = self.half
+        self.gates = nn.ModuleList(nn.Linear(input_size + h, 5 * h) for _ in range(2))   # f, z, o, p | g
+        bound = 1 / math.sqrt(hidden_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def _gates(self, k: int, x: torch.Tensor, other: torch.Tensor):
+        a = F.linear(torch.cat([x, other], 1), self._w(self.gates[k], k), self.gates[k].bias)
+        sig, g = a[:, :4 * self.half], torch.tanh(a[:, 4 * self.half:])
+        f, zs, o, ps = torch.sigmoid(sig).chunk(4, 1)
+        return f, self.m * zs + (1 - self.m), o, self.m * ps + (1 - self.m), g
+
+    @torch.no_grad()
+    def step_fixed(self, x, S, stack: BitStack, mask=None):
+        (H1, H2), (C1, C2) = self.halves(S)
+        H, C = [H1, H2], [C1, C2]
+        for k in range(2):
+            f, z, o, p, g = self._gates(k, x, to_float(H[1 - k]))
+            nz, np_ = quantize_gate(z, self.m), quantize_gate(p, self.m)
+            add_c = to_fixed(f * g, " in c")
+            C[k] = stack.push(C[k], nz, mask) + (add_c if mask is None else torch.where(mask, add_c, 0))
+            add_h = to_fixed(o * torch.tanh(to_float(C[k])))
+            H[k] = stack.push(H[k], np_, mask) + (add_h if mask is None else torch.where(mask, add_h, 0))
+        self._check(C)
+        return torch.cat(H, 1), torch.cat(C, 1)
+
+    @staticmethod
+    def _check(C) -> None:
+        for c in C:
+            if c.numel() and c.abs().max().item() >= MAX_ABS * (1 << FRAC_BITS):
+                raise FixedPointOverflow(f"fixed-point overflow: |c| reached {to_float(c).abs().max().item():.3g}, "
+                                         f"beyond the representable range +-2^{int(math.log2(MAX_ABS))}")
+
+    @torch.no_grad()
+    def reverse_fixed(self, x, S, stack: BitStack, mask=None):
+        (H1, H2), (C1, C2) = self.halves(S)
+        H, C = [H1, H2], [C1, C2]
+        for k in (1, 0):
+            f, z, o, p, g = self._gates(k, x, to_float(H[1 - k]))
+            nz, np_ = quantize_gate(z, self.m), quantize_gate(p, self.m)
+            add_h = to_fixed(o * torch.tanh(to_float(C[k])))
+            H[k] = stack.pop(H[k] - (add_h if mask is None else torch.where(mask, add_h, 0)), np_, mask)
+            add_c = to_fixed(f * g)
+            C[k] = stack.pop(C[k] - (add_c if mask is None else torch.where(mask, add_c, 0)), nz, mask)
+        return torch.cat(H, 1), torch.cat(C, 1)
+
+    def step_float(self, x, s, fixed_next=None):
+        h, c = [s[0][:, :self.half], s[0][:, self.half:]], [s[1][:, :self.half], s[1][:, self.half:]]
+        fh = fc = [None, None]
+        if fixed_next is not None:
+            fh = [fixed_next[0][:, :self.half], fixed_next[0][:, self.half:]]
+            fc = [fixed_next[1][:, :self.half], fixed_next[1][:, self.half:]]
+        for k in range(2):
+            f, z, o, p, g = self._gates(k, x, h[1 - k])
+            zq = z + (quantize_gate(z, self.m).to(z.dtype) / GATE_ONE - z).detach()
+            pq = p + (quantize_gate(p, self.m).to(p.dtype) / GATE_ONE - p).detach()
+            c[k] = _st(zq * c[k] + f * g, fc[k])
+            h[k] = _st(pq * h[k] + o * torch.tanh(c[k]), fh[k])
+        return torch.cat(h, 1), torch.cat(c, 1)
+
+
+CELL_TYPES = {"revgru": RevGRUCell, "revlstm": RevLSTMCell}
+
+
+class RevLayer(nn.Module):
+    """A reversible cell as a language-model layer (the ``CELLS`` interface of models/awd_lstm.py).
+
+    ``forward`` runs the fixed-point model over a sequence: the exact values (the bit stack is kept
+    in ``self.last_stack`` for accounting) and, under autograd, the straight-through float graph, i.e.
+    ordinary BPTT through the same model. Training by reversal uses the cell directly.
+    The state is the int64 fixed-point tuple; it is exact across segments.
+    """
+
+    cell_type = "revlstm"
+
+    def __init__(self, input_size: int, hidden_size: int, weight_drop: float = 0.0, max_forget_bits=3,
+                 cell: str | None = None):
+        super().__init__()
+        self.cell = CELL_TYPES[cell or self.cell_type](input_size, hidden_size, max_forget_bits)
+        self.weight_drop = weight_drop
+        self.last_stack: BitStack | None = None
+
+    def init_state(self, batch: int, device):
+        return self.cell.init_state(batch, device)
+
+    @staticmethod
+    def detach_state(state):
+        return state
+
+    def forward(self, x: torch.Tensor, state):
+        self.cell.set_weight_drop(self.weight_drop, self.training)
+        stack = self.cell.new_stack(x.size(1), x.device)
+        outs, grad = [], torch.is_grad_enabled()
+        s_float = tuple(to_float(S) for S in state)
+        for t in range(x.size(0)):
+            nxt = self.cell.step_fixed(x[t].detach(), state, stack)
+            if grad:
+                s_float = self.cell.step_float(x[t], s_float, nxt)
+                outs.append(s_float[0])
+            else:
+                outs.append(self.cell.output(nxt))
+            state = nxt
+        self.last_stack = stack
+        return torch.stack(outs), state
+
+
+class RevLSTMLayer(RevLayer):
+    cell_type = "revlstm"
+
+
+class RevGRULayer(RevLayer):
+    cell_type = "revgru"
