@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from algorithms import reversible_bptt
 from algorithms.lookahead import build_optimizer, eval_weights
 from models.awd_lstm import AWDLanguageModel
+from models.revrnn import FixedPointOverflow
 from runners import text_data
 from runners.core import Checkpointer, Tracker, UserError, check_finite, set_rng_state
 
@@ -58,12 +60,14 @@ def segment_length(bptt: int, variable: bool, rng: np.random.Generator) -> int:
     return max(5, int(rng.normal(base, 5)))
 
 
-def epoch_lr(tc, base_lr: float, epoch: int) -> float:
+def epoch_lr(tc, base_lr: float, epoch: int, plateau_scale: float = 1.0) -> float:
     if tc.lr_schedule == "constant":
         return base_lr
+    if tc.lr_schedule == "plateau":   # x lr_gamma after every epoch whose validation did not improve
+        return base_lr * plateau_scale
     if tc.lr_schedule == "step":
         return base_lr * tc.lr_gamma ** sum(epoch >= m for m in tc.lr_milestones)
-    raise UserError(f"train.lr_schedule must be constant or step, got '{tc.lr_schedule}'")
+    raise UserError(f"train.lr_schedule must be constant, step or plateau, got '{tc.lr_schedule}'")
 
 
 def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
@@ -86,12 +90,14 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
     epoch, pos, step, wandb_id = 0, 0, 0, None
     hidden = model.init_state(tc.batch_size)
     best = {"ppl": float("inf"), "epoch": -1, "state": None}
+    plateau_scale = 1.0
     if cfg.resume:
         state = ckpt.load(map_location=device)
         if state is not None:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             epoch, pos, step, best, wandb_id = state["epoch"], state["pos"], state["step"], state["best"], state["wandb_id"]
+            plateau_scale = state.get("plateau_scale", 1.0)
             hidden = state["hidden"]
             rng.bit_generator.state = state["np_rng"]
             set_rng_state(state["rng"])
@@ -105,16 +111,19 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
 
     def snapshot():
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "pos": pos,
-                "step": step, "best": best, "hidden": hidden, "np_rng": rng.bit_generator.state,
+                "step": step, "best": best, "hidden": hidden, "plateau_scale": plateau_scale, "np_rng": rng.bit_generator.state,
                 "wandb_id": tracker.wandb_id}
 
     failed = True
     t0, tokens = time.perf_counter(), 0
     loss_sum, n_sum = torch.zeros((), device=device), 0
+    mem_sum: dict[str, float] = {}   # bits over all reversal segments of this run (since start/resume)
+    if tc.reversal and not all(hasattr(layer, "cell") and hasattr(layer.cell, "reverse_fixed") for layer in model.layers):
+        raise UserError(f"train.reversal=true needs reversible cells (model.cell=revlstm|revgru), got '{cfg.model.cell}'")
     try:
         with ckpt:
             while epoch < tc.epochs:
-                lr_now = epoch_lr(tc, base_lr, epoch)
+                lr_now = epoch_lr(tc, base_lr, epoch, plateau_scale)
                 while pos < len(train_data) - 2:
                     if tc.max_batches_per_epoch and pos >= tc.max_batches_per_epoch * tc.bptt:
                         break
@@ -123,16 +132,25 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                         group["lr"] = lr_now * seq_len / tc.bptt
                     x, y = text_data.get_batch(train_data, pos, seq_len)
                     hidden = model.detach_state(hidden)
-                    logits, hidden, (raw, dropped) = model(x, hidden)
-                    loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
-                    check_finite(loss, step + 1, ckpt)
-                    total = loss
-                    if tc.ar_alpha:
-                        total = total + tc.ar_alpha * dropped.pow(2).mean()
-                    if tc.tar_beta:
-                        total = total + tc.tar_beta * (raw[1:] - raw[:-1]).pow(2).mean()
                     opt.zero_grad(set_to_none=True)
-                    total.backward()
+                    try:
+                        if tc.reversal:   # gradients by exact reversal, no stored hidden states
+                            loss, hidden, mem = reversible_bptt.lm_step(model, x, y, hidden, tc.ar_alpha, tc.tar_beta)
+                            check_finite(loss, step + 1, ckpt)
+                            for k, v in mem.items():
+                                mem_sum[k] = mem_sum.get(k, 0.0) + v
+                        else:
+                            logits, hidden, (raw, dropped) = model(x, hidden)
+                            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
+                            check_finite(loss, step + 1, ckpt)
+                            total = loss
+                            if tc.ar_alpha:
+                                total = total + tc.ar_alpha * dropped.pow(2).mean()
+                            if tc.tar_beta:
+                                total = total + tc.tar_beta * (raw[1:] - raw[:-1]).pow(2).mean()
+                            total.backward()
+                    except FixedPointOverflow as e:
+                        raise UserError(f"step {step + 1}: {e}; last good checkpoint: {ckpt.describe()}") from None
                     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip) if tc.clip else None
                     opt.step()
                     pos += seq_len
@@ -148,6 +166,9 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                                    "perf/tokens_per_s": tokens / max(elapsed, 1e-9)}
                         if grad_norm is not None:
                             metrics["train/grad_norm"] = grad_norm.item()
+                        if mem_sum:
+                            metrics["mem/saving_actual"] = mem_sum["mem/bits_bptt"] / mem_sum["mem/bits_buffer"]
+                            metrics["mem/saving_info"] = mem_sum["mem/bits_bptt"] / mem_sum["mem/bits_info"]
                         tracker.log(metrics, step)
                         loss_sum.zero_()
                         n_sum = 0
@@ -158,6 +179,8 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                     val_loss = evaluate(model, val_data, tc.bptt)
                     if val_loss < best["ppl"] and math.isfinite(val_loss):
                         best = {"ppl": val_loss, "epoch": epoch + 1, "state": copy.deepcopy(model.state_dict())}
+                    elif tc.lr_schedule == "plateau":
+                        plateau_scale *= tc.lr_gamma
                 val_ppl = math.exp(min(val_loss, 50))
                 best_ppl = math.exp(min(best["ppl"], 50))
                 tracker.log({"val/loss": val_loss, "val/ppl": val_ppl, "val/ppl_best": best_ppl,
@@ -179,7 +202,9 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
             "test/ppl": math.exp(test_loss), "test/loss": test_loss,
             "train/epochs": epoch, "train/steps": step, "n_params": sum(p.numel() for p in model.parameters()),
             "optimizer": cfg.optimizer.name, "lr": base_lr, "seed": cfg.seed, "device": str(device),
-            "cell": cfg.model.cell, "vocab": len(corpus),
+            "cell": cfg.model.cell, "vocab": len(corpus), "reversal": bool(tc.reversal),
+            **({k: mem_sum["mem/bits_bptt"] / mem_sum[f"mem/bits_{b}"] for k, b in
+                (("mem/saving_actual", "buffer"), ("mem/saving_info", "info"))} if mem_sum else {}),
         })
         failed = False
         return summary
