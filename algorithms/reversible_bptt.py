@@ -43,7 +43,7 @@ def memory_bits(cells, stacks, T: int, batch: int) -> dict:
 
 
 def lm_step(model, words: torch.Tensor, targets: torch.Tensor, state: list, ar_alpha: float = 0.0,
-            tar_beta: float = 0.0):
+            tar_beta: float = 0.0, loss_chunk: int | None = None):
     """One truncated-BPTT segment of ``models.awd_lstm.AWDLanguageModel`` with reversible layers,
     gradients by reversal (accumulated into ``.grad``). Returns (cross-entropy, new state, memory stats)."""
     T, B = words.shape
@@ -58,8 +58,11 @@ def lm_step(model, words: torch.Tensor, targets: torch.Tensor, state: list, ar_a
     in_masks += [_locked_mask((B, cells[l - 1].hidden_size), model.dropouth, training, dev) for l in range(1, L)]
     out_mask = _locked_mask((B, cells[-1].hidden_size), model.dropout, training, dev)
 
-    def embed(t: int) -> torch.Tensor:
-        return _apply(F.embedding(words[t], _apply(emb, row_mask)), in_masks[0])
+    def embed(t: int) -> torch.Tensor:   # word-type dropout applied to the looked-up rows only
+        e = F.embedding(words[t], emb)
+        if row_mask is not None:
+            e = e * row_mask[words[t]]
+        return _apply(e, in_masks[0])
 
     # 1. no-grad forward in fixed point
     stacks = [c.new_stack(B, dev) for c in cells]
@@ -78,17 +81,24 @@ def lm_step(model, words: torch.Tensor, targets: torch.Tensor, state: list, ar_a
     final = [tuple(s.clone() for s in st) for st in S]
     stats = memory_bits(cells, stacks, T, B)
 
-    # 2. loss on the stored top-layer outputs
+    # 2. loss on the stored top-layer outputs; the softmax in chunks of ``loss_chunk`` time steps so
+    #    its logits (T x B x vocab) never exist all at once
     raw = torch.stack(outs).requires_grad_(True)
-    dropped = _apply(raw, out_mask)
-    logits = model.decoder(dropped)
-    loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
-    total = loss
+    reg = raw.new_zeros(())
     if ar_alpha:
-        total = total + ar_alpha * dropped.pow(2).mean()
+        reg = reg + ar_alpha * _apply(raw, out_mask).pow(2).mean()
     if tar_beta:
-        total = total + tar_beta * (raw[1:] - raw[:-1]).pow(2).mean()
-    total.backward()
+        reg = reg + tar_beta * (raw[1:] - raw[:-1]).pow(2).mean()
+    if reg.requires_grad:
+        reg.backward()
+    loss = raw.new_zeros(())
+    chunk = loss_chunk or T
+    for a in range(0, T, chunk):
+        logits = model.decoder(_apply(raw[a:a + chunk], out_mask))
+        part = F.cross_entropy(logits.view(-1, logits.size(-1)), targets[a:a + chunk].reshape(-1), reduction="sum")
+        (part / targets.numel()).backward()
+        loss = loss + part.detach()
+    loss = loss / targets.numel()
     g_out = raw.grad
 
     # 3. reverse step by step, top layer first, rebuilding one step's graph at a time

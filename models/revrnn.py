@@ -26,7 +26,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 FRAC_BITS = 23                   # fixed-point fractional bits of the state
 GATE_BITS = 10                   # gates are n / 1024
@@ -147,11 +146,11 @@ class _RevCell(nn.Module):
         dev = next(self.parameters()).device
         self.rec_mask = [torch.empty(1, self.half, device=dev).bernoulli_(1 - p).div_(1 - p) for _ in range(2)]
 
-    def _w(self, lin: nn.Linear, k: int) -> torch.Tensor:
-        w = lin.weight
-        if self.rec_mask[k] is None:
-            return w
-        return torch.cat([w[:, :self.input_size], w[:, self.input_size:] * self.rec_mask[k]], 1)
+    def _rec(self, other: torch.Tensor, k: int) -> torch.Tensor:
+        """DropConnect on the recurrent columns of half k's matrices, applied as the identical
+        column mask on the recurrent input (W[:, rec] * m) h == W[:, rec] (m * h): no per-step
+        copy of the weights."""
+        return other if self.rec_mask[k] is None else other * self.rec_mask[k]
 
     def init_state(self, batch: int, device=None) -> tuple[torch.Tensor, ...]:
         return tuple(torch.zeros(batch, self.hidden_size, dtype=torch.long, device=device) for _ in range(self.n_states))
@@ -185,9 +184,10 @@ class RevGRUCell(_RevCell):
             nn.init.uniform_(p, -bound, bound)
 
     def _gates(self, k: int, x: torch.Tensor, other: torch.Tensor):
-        zr = torch.sigmoid(F.linear(torch.cat([x, other], 1), self._w(self.zr[k], k), self.zr[k].bias))
+        other = self._rec(other, k)
+        zr = torch.sigmoid(self.zr[k](torch.cat([x, other], 1)))
         zs, r = zr.chunk(2, 1)
-        g = torch.tanh(F.linear(torch.cat([x, r * other], 1), self._w(self.g[k], k), self.g[k].bias))
+        g = torch.tanh(self.g[k](torch.cat([x, r * other], 1)))
         return self.m * zs + (1 - self.m), g
 
     @torch.no_grad()
@@ -243,7 +243,7 @@ class RevLSTMCell(_RevCell):
             nn.init.uniform_(p, -bound, bound)
 
     def _gates(self, k: int, x: torch.Tensor, other: torch.Tensor):
-        a = F.linear(torch.cat([x, other], 1), self._w(self.gates[k], k), self.gates[k].bias)
+        a = self.gates[k](torch.cat([x, self._rec(other, k)], 1))
         sig, g = a[:, :4 * self.half], torch.tanh(a[:, 4 * self.half:])
         f, zs, o, ps = torch.sigmoid(sig).chunk(4, 1)
         return f, self.m * zs + (1 - self.m), o, self.m * ps + (1 - self.m), g

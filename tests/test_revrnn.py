@@ -182,3 +182,15 @@ def test_bad_input_errors():
         RevLSTMCell(3, 7, 3)
     with pytest.raises(FixedPointOverflow, match="fixed-point overflow"):
         to_fixed(torch.tensor([3e6]))
+
+
+def test_chunked_softmax_gives_the_same_gradients():
+    model = make_lm("revgru").train()
+    words, targets = torch.randint(0, 50, (20, 3)), torch.randint(0, 50, (20, 3))
+    state = [l.init_state(3, "cpu") for l in model.layers]
+    l1, _, g1, _ = grads_reversal(model, words, targets, state, 2.0, 1.0)
+    model.zero_grad()
+    l2, _, _ = lm_step(model, words, targets, state, 2.0, 1.0, loss_chunk=7)
+    torch.testing.assert_close(l1, l2)
+    for a, p in zip(g1, model.parameters()):
+        torch.testing.assert_close(a, p.grad, rtol=1e-5, atol=1e-7)
