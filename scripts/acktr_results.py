@@ -27,6 +27,8 @@ import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+import sys  # noqa: E402
+sys.path.insert(0, str(ROOT))
 warnings.filterwarnings("ignore", category=RuntimeWarning)  # nan-means before the first episode
 OUT = ROOT / "results" / "acktr"
 # Wu et al. 2017: MuJoCo ACKTR at 1M timesteps (Table 2 as recalled by the issue, top-10 episode
@@ -43,11 +45,29 @@ LABEL = {"acktr": "ACKTR", "a2c": "A2C", "acktr_stats10": "ACKTR, K-FAC statisti
 COLORS = {"acktr": "C3", "a2c": "C0", "acktr_stats10": "C1", "acktr_stats4": "C4"}
 
 
+def partial_summary(run: Path) -> dict:
+    """A summary for an interrupted run (no summary.json yet): scores so far, marked partial."""
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    cfg = OmegaConf.load(run / "resolved_config.yaml")
+    scores = [r["episode/score"] for r in rows if "episode/score" in r]
+    overrides = OmegaConf.load(run / ".hydra" / "overrides.yaml")
+    from runners.core import hardware
+    return {"algo": cfg.algo.name, "env": cfg.env.get("game") if cfg.env.kind == "atari" else cfg.env.id,
+            "seed": cfg.seed, "timesteps": max(r.get("timesteps", 0) for r in rows),
+            "score/mean10": float(np.mean(scores[-10:])), "score/mean100": float(np.mean(scores[-100:])),
+            "score/top10": float(np.mean(sorted(scores)[-10:])), "episodes": len(scores),
+            "wall_s": rows[-1]["time"] - rows[0]["time"], "partial": True,
+            "hardware": hardware().replace(f"with {__import__('torch').get_num_threads()} threads",
+                                           f"with {cfg.threads} threads"),
+            "command": "python run.py " + " ".join(overrides) + f"  # interrupted; resume with: python run.py resume={run}"}
+
+
 def collect(dirs):
     for d in dirs:
-        for summ in sorted(Path(d).rglob("summary.json")):
+        found = sorted(Path(d).rglob("summary.json")) or [Path(d) / "summary.json"]
+        for summ in found:
             run = summ.parent
-            s = json.loads(summ.read_text())
+            s = json.loads(summ.read_text()) if summ.exists() else partial_summary(run)
             cfg = OmegaConf.load(run / "resolved_config.yaml")
             se = cfg.algo.kfac.stats_every if cfg.algo.name == "acktr" else 1
             s["variant"] = s["algo"] + (f"_stats{se}" if se > 1 else "")
@@ -57,13 +77,16 @@ def collect(dirs):
             rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
             keep = [r for r in rows if "episode/score" in r or "score/mean100" in r]
             (dst / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in keep))
-            s["command"] = " ".join(t for t in s["command"].split() if not t.startswith(("logger.progress", "resume")))
+            if not s.get("partial"):
+                s["command"] = " ".join(t for t in s["command"].split() if not t.startswith(("logger.progress", "resume")))
             (dst / "summary.json").write_text(json.dumps(s, indent=2, sort_keys=True) + "\n")
 
 
 def curve(run_dir: Path, grid: np.ndarray, window: int = 10) -> np.ndarray:
-    eps = [(r["frames"], r["episode/score"]) for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-           if "episode/score" in r]
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    # episode rows carry frames (Atari: 4 per agent step); the x axis is agent timesteps
+    per = 4 if any(r.get("frames", 0) > r.get("timesteps", float("inf")) for r in rows if "timesteps" in r) else 1
+    eps = [(r["frames"] / per, r["episode/score"]) for r in rows if "episode/score" in r]
     if not eps:
         return np.full_like(grid, np.nan, dtype=float)
     t = np.array([e[0] for e in eps], dtype=float)
@@ -106,6 +129,11 @@ def build() -> str:
     hw = sorted({r.get("hardware", "?") for r in runs})
     lines += ["", f"Hardware: {'; '.join(hw)}.", "", "## Commands", ""]
     for r in runs:
+        if r.get("partial"):
+            lines.append(f"- `{r['command'].split('  #')[0]}` → **interrupted at {r['timesteps']:,} timesteps** "
+                         f"(resumable from its checkpoint), last-10 {r['score/mean10']:.1f}, last-100 "
+                         f"{r['score/mean100']:.1f} ({r['wall_s'] / 60:.1f} min)")
+            continue
         lines.append(f"- `{r['command']}` → last-10 {r['score/mean10']:.1f}, top-10 {r['score/top10']:.1f} "
                      f"({r['wall_s'] / 60:.1f} min)")
     fig, axes = plt.subplots(1, len(envs), figsize=(5.2 * len(envs), 3.8), squeeze=False)
