@@ -5,7 +5,7 @@ EXP     ?= fastweights_retrieval
 ARGS    ?=
 STAMP   := .venv/.installed-stamp
 
-.PHONY: install test run bench-fastweights bench-acktr bench-lookahead results-fastweights results-acktr results-lookahead clean-venv
+.PHONY: install test run bench-fastweights bench-acktr bench-lookahead results-fastweights results-acktr results-lookahead results-revrnn clean-venv
 
 install: $(STAMP)
 
@@ -36,6 +36,9 @@ results-fastweights: $(STAMP)
 
 results-acktr: $(STAMP)
 	$(PY) scripts/acktr_results.py
+
+results-revrnn: $(STAMP)
+	$(PY) scripts/revrnn_results.py
 
 results-lookahead: $(STAMP)
 	$(PY) scripts/lookahead_results.py

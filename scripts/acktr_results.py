@@ -52,6 +52,7 @@ def partial_summary(run: Path) -> dict:
     scores = [r["episode/score"] for r in rows if "episode/score" in r]
     overrides = OmegaConf.load(run / ".hydra" / "overrides.yaml")
     from runners.core import hardware
+    overrides = [o for o in overrides if not o.startswith(("resume=", "hydra.run.dir="))]
     return {"algo": cfg.algo.name, "env": cfg.env.get("game") if cfg.env.kind == "atari" else cfg.env.id,
             "seed": cfg.seed, "timesteps": max(r.get("timesteps", 0) for r in rows),
             "score/mean10": float(np.mean(scores[-10:])), "score/mean100": float(np.mean(scores[-100:])),

@@ -21,6 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "lookahead"
@@ -30,7 +31,8 @@ COLOR = {"adam": "C0", "lookahead_adam": "C3"}
 PAPER_PTB = {"lookahead_adam": (60.28, 57.72)}
 
 
-def collect(dirs) -> None:
+def collect(dirs, out: Path = OUT) -> None:
+    """Copy each run's summary.json and its train/val/mem rows of metrics.jsonl into out/runs/<name>/."""
     for d in dirs:
         for summ in sorted(Path(d).rglob("summary.json")):
             run = summ.parent
@@ -38,19 +40,21 @@ def collect(dirs) -> None:
             exp = s["command"].split("experiment=")[1].split()[0]
             s["experiment"] = exp
             name = f"{exp}_{s['optimizer']}_lr{s['lr']:g}_ep{s['train/epochs']}_seed{s['seed']}"
-            dst = OUT / "runs" / name
+            if s.get("reversal"):
+                name = name.replace(f"{exp}_", f"{exp}_bits{OmegaConf.load(run / 'resolved_config.yaml').model.max_forget_bits}_", 1)
+            dst = out / "runs" / name
             dst.mkdir(parents=True, exist_ok=True)
             rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-            keep = [{k: v for k, v in r.items() if k.split("/")[0] in ("step", "epoch", "train", "val")}
+            keep = [{k: v for k, v in r.items() if k.split("/")[0] in ("step", "epoch", "train", "val", "mem")}
                     for r in rows if "val/ppl" in r or "train/ppl" in r]
             (dst / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in keep))
             s["command"] = " ".join(t for t in s["command"].split() if not t.startswith(("logger.", "resume")))
             (dst / "summary.json").write_text(json.dumps(s, indent=2, sort_keys=True) + "\n")
 
 
-def load_runs() -> list[dict]:
+def load_runs(out: Path = OUT) -> list[dict]:
     runs = []
-    for summ in sorted((OUT / "runs").glob("*/summary.json")):
+    for summ in sorted((out / "runs").glob("*/summary.json")):
         s = json.loads(summ.read_text())
         rows = [json.loads(x) for x in (summ.parent / "metrics.jsonl").read_text().splitlines()]
         s["val_curve"] = [(r["epoch"], r["val/ppl"]) for r in rows if "val/ppl" in r]
