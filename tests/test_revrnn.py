@@ -194,3 +194,21 @@ def test_chunked_softmax_gives_the_same_gradients():
     torch.testing.assert_close(l1, l2)
     for a, p in zip(g1, model.parameters()):
         torch.testing.assert_close(a, p.grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("cell_cls", CELLS)
+def test_masked_examples_keep_state_and_buffer_untouched(cell_cls):
+    """Padded time steps (mask False) leave an example's state and buffer exactly as they were."""
+    torch.manual_seed(3)
+    cell = cell_cls(4, 6, 3)
+    S0 = tuple(to_fixed(torch.randn(3, 6)) for _ in range(cell.n_states))
+    stack, S = cell.new_stack(3), S0
+    xs = torch.randn(30, 3, 4)
+    lengths = torch.tensor([30, 12, 0])
+    for t in range(30):
+        S = cell.step_fixed(xs[t], S, stack, mask=(t < lengths)[:, None])
+    assert all(torch.equal(s[2], s0[2]) for s, s0 in zip(S, S0)) and not stack.buf[2].any()
+    assert not all(torch.equal(s[1], s0[1]) for s, s0 in zip(S, S0))
+    for t in reversed(range(30)):
+        S = cell.reverse_fixed(xs[t], S, stack, mask=(t < lengths)[:, None])
+    assert all(torch.equal(a, b) for a, b in zip(S, S0)) and stack.empty()
