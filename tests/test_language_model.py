@@ -166,3 +166,15 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(tmp_path, optimizer
     assert stopped["epoch"] == 0 and stopped["pos"] > 0       # cut inside the first epoch
     for key in ["val/ppl_best", "test/ppl", "best_epoch", "train/steps"]:
         assert resumed[key] == full[key], key
+
+
+@pytest.mark.parametrize("override,message", [
+    ("model.max_forget_bits=4", "error: unsupported max_forget_bits=4; use 2, 3, 5 or none"),
+    ("model.hidden_size=201", "error: reversible cells split the hidden state in halves: hidden_size=201 is odd"),
+])
+def test_reversible_model_bad_input_is_one_line(tmp_path, override, message):
+    write_ptb(tmp_path / "data")
+    p = run_cli("experiment=revlstm_ptb_small", "smoke=true", override, f"data.root={tmp_path}/data",
+                f"hydra.run.dir={tmp_path}/run", *QUIET)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert [ln for ln in p.stderr.splitlines() if ln.startswith("error:")] == [message]
