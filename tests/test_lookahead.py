@@ -252,3 +252,15 @@ def test_build_optimizer_presets_and_overrides():
         build_optimizer(model.parameters(), {**cfg, "inner": "lion"}, presets)
     with pytest.raises(ValueError, match="alpha"):
         Lookahead(torch.optim.SGD(model.parameters(), lr=0.1), alpha=1.5)
+
+
+def test_fused_sync_matches_the_foreach_sync():
+    a, b = make_model(), make_model()
+    opt_a = Lookahead(torch.optim.SGD(a.parameters(), lr=0.1, momentum=0.9), k=3, alpha=0.8)
+    opt_b = Lookahead(torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9), k=3, alpha=0.8, fused_sync=True)
+    train_steps(a, opt_a, 0, 9)
+    train_steps(b, opt_b, 0, 9)
+    for x, y, sa, sb in zip(a.parameters(), b.parameters(), opt_a.slow, opt_b.slow):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(sa, sb, rtol=1e-6, atol=1e-7)
+        assert torch.equal(y.detach(), sb) and y.data_ptr() != sb.data_ptr()
