@@ -17,6 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -87,6 +88,7 @@ def plot_main(groups: dict, path: Path) -> None:
         axes[1].plot(st, tr.mean(0), color=c, label=lab, lw=1)
         axes[1].fill_between(st, tr.min(0), tr.max(0), color=c, alpha=0.2)
     axes[0].set(xlabel="epoch", ylabel="validation perplexity", title="PTB validation (slow weights for Lookahead)")
+    axes[0].xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes[1].set(xlabel="optimizer step", ylabel="training perplexity (dropout on)", yscale="log",
                 title="PTB training")
     for ax in axes:
@@ -107,6 +109,7 @@ def plot_robustness(rows: list[tuple], path: Path) -> None:
             ep = [e for e, _ in run["val_curve"]]
             ax.plot(ep, [v for _, v in run["val_curve"]], "o-", color=COLOR.get(opt, "C2"), label=LABEL.get(opt, opt))
         ax.set(title=f"Adam lr {lr:g}", xlabel="epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("validation perplexity")
     axes[0].legend(fontsize=8)
@@ -156,7 +159,7 @@ def build() -> str:
         lines += [f"### Robustness to Adam's learning rate (validation perplexity after {ep} epochs, seed 0)", "",
                   "The paper's claim (sec. 5, Fig. 6-7): Lookahead makes the inner optimizer less sensitive to its "
                   "learning rate. Same CPU-small model; the default-lr column reads the main runs at the same epoch.", "",
-                  "| Adam lr | Adam | Lookahead(Adam) | Lookahead gain |", "|---|---|---|---|"]
+                  "| Adam lr | Adam | Lookahead(Adam) | Adam minus Lookahead (positive: Lookahead better) |", "|---|---|---|---|"]
         for lr in sorted({lr for lr, _, _ in rows}):
             v = {opt: val_at(r, ep) for l2, opt, r in rows if l2 == lr}
             a, la = v.get("adam", float("nan")), v.get("lookahead_adam", float("nan"))
