@@ -40,8 +40,9 @@ def build() -> str:
         hw = sorted({r["hardware"] for r in runs})
         lines += ["## PTB word-level language model, CPU-small", "",
                   "Scale: **CPU-small**, not the paper's model: 2 layers of 200 units, 200-d tied embeddings, "
-                  "light AWD dropout, BPTT 35, batch 20, Adam 3e-3, on the real PTB files, for the epochs shown "
-                  "(the paper: 650/1150/650 units, SGD lr 20, until convergence). Validation perplexity on the "
+                  "light AWD dropout, BPTT 35, batch 20, Adam 3e-3, on the real PTB files, for the epochs shown, each "
+                  "capped by `train.max_batches_per_epoch` where the command says so (700 segments = the first 490k "
+                  "of PTB's 930k training tokens) (the paper: 650/1150/650 units, SGD lr 20, until convergence). Validation perplexity on the "
                   "fixed-point model; test at the best validation epoch. Savings over the whole run: hidden-state "
                   "bits of ordinary BPTT over the bit buffers (int64 words + flag bits) and over sum(-log2 z).", "",
                   "| model | seeds | epochs | ours: val ppl | ours: test ppl | saving (buffer) | saving (information) | paper (2-layer, full): val ppl |",
