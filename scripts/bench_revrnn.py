@@ -73,6 +73,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--checkpoint", default=None, help="load a trained revlstm/revgru LM (e.g. a run's checkpoint.pt)")
+    ap.add_argument("--data-root", default=None, help="use a real PTB segment from <root>/ptb instead of random words")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.threads:
@@ -84,8 +86,18 @@ def main():
                   dropouti=0.4, dropoute=0.1, wdrop=0.5)
     rev = AWDLanguageModel(args.vocab, cell=args.cell, max_forget_bits=bits, **common).to(dev).train()
     fused = AWDLanguageModel(args.vocab, cell=args.cell[3:], **common).to(dev).train()
-    x = torch.randint(0, args.vocab, (args.T, args.B), device=dev)
-    y = torch.randint(0, args.vocab, (args.T, args.B), device=dev)
+    if args.checkpoint:   # trained gates forget differently from fresh ones
+        rev.load_state_dict(torch.load(args.checkpoint, map_location=dev, weights_only=False)["model"])
+    if args.data_root:
+        from omegaconf import OmegaConf
+
+        from runners import text_data
+        corpus = text_data.load(OmegaConf.create({"root": args.data_root, "verify_md5": True}), Path.cwd())
+        stream = text_data.batchify(corpus.ids["train"], args.B).to(dev)
+        x, y = text_data.get_batch(stream, 1000, args.T)
+    else:
+        x = torch.randint(0, args.vocab, (args.T, args.B), device=dev)
+        y = torch.randint(0, args.vocab, (args.T, args.B), device=dev)
     rstate = [layer.init_state(args.B, dev) for layer in rev.layers]
     fstate = fused.init_state(args.B)
 
@@ -111,7 +123,9 @@ def main():
     peaks = {k: peak_bytes(fn, dev) for k, fn in runs.items()}
 
     lines = [f"# {args.cell}, max_forget_bits={args.bits}, {args.layers} layers, emb {args.emb}, hidden {args.hidden}, "
-             f"T={args.T}, B={args.B}, vocab {args.vocab}, softmax chunk {args.chunk}; device={dev}, {hardware()}",
+             f"T={args.T}, B={args.B}, vocab {args.vocab}, softmax chunk {args.chunk}; "
+             f"{'trained weights ' + args.checkpoint if args.checkpoint else 'initial weights'}, "
+             f"{'PTB text' if args.data_root else 'random words'}; device={dev}, {hardware()}",
              f"# command: python scripts/bench_revrnn.py {' '.join(sys.argv[1:])}",
              f"hidden-state bits, ordinary BPTT  {stats['mem/bits_bptt']:>14,}",
              f"hidden-state bits, buffers        {stats['mem/bits_buffer']:>14,}   saving {stats['mem/saving_actual']:.1f}x (actual)",
