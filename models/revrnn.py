@@ -77,7 +77,7 @@ class BitStack:
         self.buf = torch.zeros(shape, dtype=torch.long, device=device)
         self.slabs: list[torch.Tensor] = []
         self.flags: list[bool] = []
-        self.info_bits = 0.0         # sum of -log2(n / 1024) over all pushes
+        self._info = torch.zeros((), dtype=torch.float64, device=device)   # sum of -log2(n / 1024), on device
         self.peak_words = self.buf.numel()
 
     def push(self, H: torch.Tensor, n: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -92,7 +92,7 @@ class BitStack:
         buf = self.buf * GATE_ONE + torch.remainder(H, GATE_ONE)
         H = torch.div(H, GATE_ONE, rounding_mode="floor") * n + torch.remainder(buf, n)
         self.buf = torch.div(buf, n, rounding_mode="floor")
-        self.info_bits += float((GATE_BITS - torch.log2(n.double())).sum())
+        self._info += (GATE_BITS - torch.log2(n.double())).sum()
         return H
 
     def pop(self, H: torch.Tensor, n: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -106,6 +106,11 @@ class BitStack:
                 raise RuntimeError("BitStack: buffer not empty when restoring an overflow slab (pops out of order)")
             self.buf = self.slabs.pop()
         return H
+
+    @property
+    def info_bits(self) -> float:
+        """Information-theoretic bits of all pushes so far: sum of -log2(n / 1024)."""
+        return float(self._info)
 
     def words(self) -> int:
         return self.buf.numel() + sum(s.numel() for s in self.slabs)

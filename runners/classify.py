@@ -25,12 +25,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 
-from algorithms.lookahead import build_optimizer, eval_weights
+from algorithms.lookahead import eval_weights
 from models.resnet import build as build_classifier
 from runners import image_data
-from runners.core import Checkpointer, Tracker, UserError, check_finite, set_rng_state
+from runners.core import Checkpointer, Tracker, UserError, check_finite, make_optimizer, set_rng_state
 from runners.text_data import resolve_root
 
 
@@ -168,11 +168,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
     model = build_classifier(cfg.model.name, data.num_classes).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    try:
-        opt = build_optimizer(model.parameters(), OmegaConf.to_container(cfg.optimizer, resolve=True),
-                              OmegaConf.to_container(cfg.get("optim_presets") or {}, resolve=True))
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    opt = make_optimizer(model.parameters(), cfg)
     base_lr = opt.param_groups[0]["lr"]
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
     net = model

@@ -152,8 +152,9 @@ class Tracker:
             self.wandb_run = None
 
 
-def hardware() -> str:
-    """A one-line description of where this ran, for results tables."""
+def hardware(threads: int | None = None) -> str:
+    """A one-line description of where this ran, for results tables (``threads``: the run's torch
+    thread count when it differs from this process's)."""
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
     cpu = "unknown CPU"
@@ -164,7 +165,19 @@ def hardware() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads"
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with {threads or torch.get_num_threads()} threads"
+
+
+def make_optimizer(params, cfg: DictConfig):
+    """The ``optimizer`` config group (with the experiment's ``optim_presets``) as a torch optimizer;
+    a bad combination is a UserError."""
+    from algorithms.lookahead import build_optimizer
+
+    try:
+        return build_optimizer(params, OmegaConf.to_container(cfg.optimizer, resolve=True),
+                               OmegaConf.to_container(cfg.get("optim_presets") or {}, resolve=True))
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def _py(v: Any) -> Any:

@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from algorithms import reversible_bptt
-from algorithms.lookahead import build_optimizer, eval_weights
+from algorithms.lookahead import eval_weights
 from models.awd_lstm import AWDLanguageModel
 from models.revrnn import FixedPointOverflow
 from runners import text_data
-from runners.core import Checkpointer, Tracker, UserError, check_finite, set_rng_state
+from runners.core import Checkpointer, Tracker, UserError, check_finite, make_optimizer, set_rng_state
 
 
 def build_model(cfg, vocab_size: int) -> AWDLanguageModel:
@@ -78,11 +78,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
     test_data = text_data.batchify(corpus.ids["test"], tc.test_batch_size).to(device)
 
     model = build_model(cfg, len(corpus)).to(device)
-    try:
-        opt = build_optimizer(model.parameters(), OmegaConf.to_container(cfg.optimizer, resolve=True),
-                              OmegaConf.to_container(cfg.get("optim_presets") or {}, resolve=True))
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    opt = make_optimizer(model.parameters(), cfg)
     base_lr = opt.param_groups[0]["lr"]
     rng = np.random.default_rng(cfg.seed)   # segment lengths; its state is checkpointed
 
@@ -137,8 +133,8 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                         if tc.reversal:   # gradients by exact reversal, no stored hidden states
                             loss, hidden, mem = reversible_bptt.lm_step(model, x, y, hidden, tc.ar_alpha, tc.tar_beta)
                             check_finite(loss, step + 1, ckpt)
-                            for k, v in mem.items():
-                                mem_sum[k] = mem_sum.get(k, 0.0) + v
+                            for k in ("mem/bits_bptt", "mem/bits_buffer", "mem/bits_info"):
+                                mem_sum[k] = mem_sum.get(k, 0.0) + mem[k]
                         else:
                             logits, hidden, (raw, dropped) = model(x, hidden)
                             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))

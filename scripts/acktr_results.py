@@ -14,6 +14,7 @@ import argparse
 import warnings
 import json
 import shutil
+import sys
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -27,8 +28,8 @@ import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-import sys  # noqa: E402
 sys.path.insert(0, str(ROOT))
+from runners.core import hardware  # noqa: E402
 warnings.filterwarnings("ignore", category=RuntimeWarning)  # nan-means before the first episode
 OUT = ROOT / "results" / "acktr"
 # Wu et al. 2017: MuJoCo ACKTR at 1M timesteps (Table 2 as recalled by the issue, top-10 episode
@@ -51,15 +52,13 @@ def partial_summary(run: Path) -> dict:
     cfg = OmegaConf.load(run / "resolved_config.yaml")
     scores = [r["episode/score"] for r in rows if "episode/score" in r]
     overrides = OmegaConf.load(run / ".hydra" / "overrides.yaml")
-    from runners.core import hardware
     overrides = [o for o in overrides if not o.startswith(("resume=", "hydra.run.dir="))]
     return {"algo": cfg.algo.name, "env": cfg.env.get("game") if cfg.env.kind == "atari" else cfg.env.id,
             "seed": cfg.seed, "timesteps": max(r.get("timesteps", 0) for r in rows),
             "score/mean10": float(np.mean(scores[-10:])), "score/mean100": float(np.mean(scores[-100:])),
             "score/top10": float(np.mean(sorted(scores)[-10:])), "episodes": len(scores),
             "wall_s": rows[-1]["time"] - rows[0]["time"], "partial": True,
-            "hardware": hardware().replace(f"with {__import__('torch').get_num_threads()} threads",
-                                           f"with {cfg.threads} threads"),
+            "hardware": hardware(threads=cfg.threads),
             "command": "python run.py " + " ".join(overrides) + f"  # interrupted; resume with: python run.py resume={run}"}
 
 

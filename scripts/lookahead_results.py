@@ -188,14 +188,19 @@ def build() -> str:
     for r in sorted(runs, key=lambda r: (r["optimizer"], r["lr"], r["seed"])):
         lines.append(f"- `{r['command']}` → val {r['val/ppl_best']:.2f}, test {r['test/ppl']:.2f} "
                      f"({r['wall_s'] / 60:.1f} min)")
-    bench = OUT / "bench_lookahead.txt"
+    return finish_readme(OUT, lines, "bench_lookahead.txt", "## Optimizer cost (`scripts/bench_lookahead.py`)")
+
+
+def finish_readme(out: Path, lines: list[str], bench_file: str, heading: str, intro: str | None = None) -> str:
+    """Append the benchmark's printout and NOTES.md (when present), write out/README.md, return it."""
+    bench = out / bench_file
     if bench.exists():
-        lines += ["", "## Optimizer cost (`scripts/bench_lookahead.py`)", "", "```", bench.read_text().strip(), "```"]
-    notes = OUT / "NOTES.md"
+        lines += ["", heading, ""] + ([intro, ""] if intro else []) + ["```", bench.read_text().strip(), "```"]
+    notes = out / "NOTES.md"
     if notes.exists():
         lines += ["", notes.read_text().strip()]
     text = "\n".join(lines) + "\n"
-    (OUT / "README.md").write_text(text)
+    (out / "README.md").write_text(text)
     return text
 
 

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lookahead_results import collect, load_runs, mean_std  # noqa: E402
+from lookahead_results import collect, finish_readme, load_runs, mean_std  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "revrnn"
@@ -71,18 +71,10 @@ def build() -> str:
         lines += ["## Commands", ""]
         for r in sorted(runs, key=lambda r: (r["cell"], r["seed"])):
             lines.append(f"- `{r['command']}` → val {r['val/ppl_best']:.2f}, test {r['test/ppl']:.2f} ({r['wall_s'] / 60:.1f} min)")
-    bench = OUT / "bench_revrnn.txt"
-    if bench.exists():
-        lines += ["", "## Memory and time (`scripts/bench_revrnn.py`)", "",
-                  "One PTB-shaped training step (T=70, batch 20, 10k vocabulary), side by side in one process. "
-                  "Targets at 3 bits: buffer saving >= 10x, peak step memory >= 5x below ordinary BPTT of the same "
-                  "model, step time <= 2x.", "", "```", bench.read_text().strip(), "```"]
-    notes = OUT / "NOTES.md"
-    if notes.exists():
-        lines += ["", notes.read_text().strip()]
-    text = "\n".join(lines) + "\n"
-    (OUT / "README.md").write_text(text)
-    return text
+    return finish_readme(OUT, lines, "bench_revrnn.txt", "## Memory and time (`scripts/bench_revrnn.py`)",
+                         "One PTB-shaped training step (T=70, batch 20, 10k vocabulary), side by side in one process. "
+                         "Targets at 3 bits: buffer saving >= 10x, peak step memory >= 5x below ordinary BPTT of the "
+                         "same model, step time <= 2x.")
 
 
 def main():
