@@ -8,6 +8,8 @@ RUNNERS = {
     "onpolicy": "runners.onpolicy",
     "language_model": "runners.language_model",
     "classify": "runners.classify",
+    "graph_generation": "runners.graph_generation",
+    "node_classify": "runners.node_classify",
 }
 
 

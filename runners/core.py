@@ -168,6 +168,29 @@ def hardware(threads: int | None = None) -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with {threads or torch.get_num_threads()} threads"
 
 
+def peak_memory_bytes(fn, device: torch.device) -> int:
+    """Peak of the bytes allocated while ``fn()`` runs, beyond what was allocated before it:
+    ``torch.cuda.max_memory_allocated`` on GPU; on CPU the running sum of the torch profiler's
+    allocation/free events in time order."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")   # no "gpuGetDeviceCount failed" noise on CPU-only hosts
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.events() if e.cpu_memory_usage != 0 or e.self_cpu_memory_usage != 0),
+                    key=lambda e: e.time_range.start)
+    cur = peak = 0
+    for e in events:
+        cur += e.self_cpu_memory_usage
+        peak = max(peak, cur)
+    return peak
+
+
 def make_optimizer(params, cfg: DictConfig):
     """The ``optimizer`` config group (with the experiment's ``optim_presets``) as a torch optimizer;
     a bad combination is a UserError."""

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from algorithms.reversible_bptt import lm_step  # noqa: E402
 from models.awd_lstm import AWDLanguageModel  # noqa: E402
-from runners.core import hardware  # noqa: E402
+from runners.core import hardware, peak_memory_bytes  # noqa: E402
 
 
 def ordinary_step(model, x, y, state):
@@ -37,26 +37,6 @@ def ordinary_step(model, x, y, state):
 
 def reversal_step(model, x, y, state, chunk):
     return lm_step(model, x, y, state, 2.0, 1.0, loss_chunk=chunk)[2]
-
-
-def peak_bytes(fn, device) -> int:
-    """Peak of the bytes allocated during ``fn()`` beyond what was allocated before it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        fn()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e for e in prof.events() if e.cpu_memory_usage != 0 or e.self_cpu_memory_usage != 0),
-                    key=lambda e: e.time_range.start)
-    cur = peak = 0
-    for e in events:    # running sum of the self allocations / frees, in time order
-        cur += e.self_cpu_memory_usage
-        peak = max(peak, cur)
-    return peak
 
 
 def main():
@@ -120,7 +100,7 @@ def main():
                 torch.cuda.synchronize()
             times[k].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
-    peaks = {k: peak_bytes(fn, dev) for k, fn in runs.items()}
+    peaks = {k: peak_memory_bytes(fn, dev) for k, fn in runs.items()}
 
     lines = [f"# {args.cell}, max_forget_bits={args.bits}, {args.layers} layers, emb {args.emb}, hidden {args.hidden}, "
              f"T={args.T}, B={args.B}, vocab {args.vocab}, softmax chunk {args.chunk}; "

@@ -83,7 +83,66 @@ def write_imagefolder(root: Path, classes=("n01440764", "n01443537", "n01484850"
     return base
 
 
+def write_planetoid(root: Path, name: str = "CiteSeer", n_train: int = 20, n_all: int = 540, n_test: int = 20,
+                    n_feat: int = 8, n_classes: int = 3, degree: float = 3.0, seed: int = 0) -> Path:
+    """Planetoid's raw files (kimiyoung/planetoid): <root>/planetoid/<Name>/raw/ind.<name>.{x,tx,allx,y,ty,ally,
+    graph,test.index}; pickled scipy CSR features, one-hot label arrays, a dict-of-lists graph (with a
+    duplicate edge and a self-loop, as the real files have), test indices one a line, out of order.
+    torch-geometric's public split needs 500 validation nodes after the training nodes, hence n_all."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    raw = Path(root) / "planetoid" / name / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    n = n_all + n_test
+    feats = sp.csr_matrix((rng.random((n, n_feat)) < 0.3).astype(np.float32))
+    labels = np.eye(n_classes, dtype=np.int64)[rng.integers(0, n_classes, n)]
+    test_index = rng.permutation(np.arange(n_all, n))
+    graph = {i: [] for i in range(n)}
+    for u, v in rng.integers(0, n, size=(int(n * degree / 2), 2)):
+        if u != v:
+            graph[int(u)].append(int(v))
+            graph[int(v)].append(int(u))
+    graph[0] += [0, graph[0][0]] if graph[0] else [0]
+    prefix = raw / f"ind.{name.lower()}."
+    for key, obj in {"x": feats[:n_train], "allx": feats[:n_all], "tx": feats[test_index],
+                     "y": labels[:n_train], "ally": labels[:n_all], "ty": labels[test_index], "graph": graph}.items():
+        Path(str(prefix) + key).write_bytes(pickle.dumps(obj, protocol=2))
+    Path(str(prefix) + "test.index").write_text("".join(f"{i}\n" for i in test_index))
+    return raw
+
+
+def write_ppi(root: Path, n_feat: int = 5, n_labels: int = 6, seed: int = 0) -> Path:
+    """The PPI archive's layout (data.dgl.ai/dataset/ppi.zip): <root>/ppi/raw/{train,valid,test}_{graph.json
+    (networkx node-link), feats.npy, labels.npy, graph_id.npy (1-based graph ids per node)}."""
+    import json
+
+    import networkx as nx
+    from networkx.readwrite import json_graph
+
+    rng = np.random.default_rng(seed)
+    raw = Path(root) / "ppi" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for split, n_graphs in (("train", 2), ("valid", 1), ("test", 1)):
+        g, ids, start = nx.DiGraph(), [], 0
+        for k in range(n_graphs):
+            size = 12 + 2 * k
+            sub = nx.gnm_random_graph(size, 3 * size, seed=int(rng.integers(1 << 30)))
+            g.add_nodes_from(range(start, start + size))
+            g.add_edges_from((start + u, start + v) for a, b in sub.edges for u, v in ((a, b), (b, a)))
+            ids += [k + 1] * size
+            start += size
+        (raw / f"{split}_graph.json").write_text(json.dumps(json_graph.node_link_data(g, edges="links")))
+        np.save(raw / f"{split}_feats.npy", rng.standard_normal((start, n_feat)).astype(np.float32))
+        np.save(raw / f"{split}_labels.npy", (rng.random((start, n_labels)) < 0.3).astype(np.float32))
+        np.save(raw / f"{split}_graph_id.npy", np.array(ids, dtype=np.int64))
+    return raw
+
+
 def write_all(root: Path) -> None:
+    for name in ("CiteSeer", "Cora", "PubMed"):
+        write_planetoid(root, name)
+    write_ppi(root)
     write_ptb(root)
     write_cifar(root, 10)
     write_cifar(root, 100)

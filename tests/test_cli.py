@@ -53,6 +53,12 @@ def test_every_experiment_smoke_runs(name, tmp_path):
         assert summary["train/epochs"] == 2 and summary["test/ppl"] > 1 and any("val/ppl" in r for r in rows)
     if cfg.runner == "classify":
         assert summary["train/epochs"] == 2 and 0 <= summary["test/acc"] <= 1 and any("test/acc" in r for r in rows)
+    if cfg.runner == "graph_generation":
+        assert summary["train/epochs"] == 2 and len(summary["mmd/degree_per_seed"]) == 2
+        assert all(summary[f"{k}/{s}"] >= 0 for k in ("mmd", "floor", "recon") for s in ("degree", "clustering", "orbit"))
+        assert len((tmp_path / "samples_seed1.jsonl").read_text().splitlines()) == 8
+    if cfg.runner == "node_classify":
+        assert 0 <= summary["test/score"] <= 1 and summary["mem/step_peak_bytes"] > 0 and summary["train/epochs"] == 3
 
 
 def test_wandb_offline_run_is_written(tmp_path):

@@ -1,0 +1,166 @@
+"""GraphRNN's evaluation, checked against independent computations: hand-derived MMD values, scipy's
+Wasserstein distance, networkx's degree histogram and clustering, and orbit counts from an
+isomorphism-based enumeration of every induced 2..4-node subgraph."""
+import itertools
+import json
+import math
+
+import networkx as nx
+import numpy as np
+import pytest
+from networkx.algorithms.isomorphism import GraphMatcher
+from scipy.stats import wasserstein_distance
+
+from runners.core import UserError
+from runners.graph_data import Graph, check_graph, read_jsonl, write_jsonl, split, ego_small
+from runners.graph_mmd import (clustering, degree_hist, gaussian_emd_kernel, gaussian_kernel, graph_mmd, match_sizes,
+                               mmd2, orbit_counts, orbit_mean)
+
+
+def random_graph(n, p, seed):
+    g = nx.gnp_random_graph(n, p, seed=seed)
+    return Graph.make(n, list(g.edges)), g
+
+
+def test_mmd_by_hand_on_two_bin_histograms():
+    # pmfs [a, 1-a]: EMD with ground distance |i-j| is |a - b|; kernel exp(-d^2 / 2)
+    s1 = [np.array([0.2, 0.8]), np.array([0.3, 0.7])]
+    s2 = [np.array([0.25, 0.75]), np.array([0.35, 0.65])]
+    k = lambda d: math.exp(-d * d / 2)
+    kxx = (2 + 2 * k(0.1)) / 4
+    kyy = (2 + 2 * k(0.1)) / 4
+    kxy = (k(0.05) + k(0.15) + k(0.05) + k(0.05)) / 4
+    assert mmd2(gaussian_emd_kernel, s1, s2, sigma=1.0) == pytest.approx(kxx + kyy - 2 * kxy, abs=1e-15)
+
+
+def test_gaussian_emd_matches_scipy_wasserstein_and_normalises_and_pads():
+    rng = np.random.default_rng(0)
+    xs = [rng.integers(0, 5, size=rng.integers(2, 9)) + 0.0 for _ in range(4)]
+    ys = [rng.integers(0, 5, size=rng.integers(2, 12)) + 0.0 for _ in range(3)]
+    for x in xs + ys:
+        x[0] += 1   # no all-zero histogram
+    got = gaussian_emd_kernel(xs, ys, sigma=0.7, scale=10.0)
+    for i, x in enumerate(xs):
+        for j, y in enumerate(ys):
+            emd = wasserstein_distance(np.arange(len(x)), np.arange(len(y)), x, y) / 10.0
+            assert got[i, j] == pytest.approx(math.exp(-emd ** 2 / (2 * 0.49)), rel=1e-12)
+
+
+def test_gaussian_mmd_matches_naive_loop():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(5, 15)) * 20, rng.normal(size=(3, 15)) * 20
+    k = lambda a, b: math.exp(-np.sum((a - b) ** 2) / (2 * 30.0 ** 2))
+    naive = (sum(k(a, b) for a in x for b in x) / 25 + sum(k(a, b) for a in y for b in y) / 9
+             - 2 * sum(k(a, b) for a in x for b in y) / 15)
+    assert mmd2(gaussian_kernel, x, y, sigma=30.0) == pytest.approx(naive, abs=1e-14)
+
+
+def test_descriptors_match_networkx():
+    for seed in range(5):
+        g, nxg = random_graph(12, 0.35, seed)
+        assert degree_hist(g).tolist() == nx.degree_histogram(nxg)
+        c = nx.clustering(nxg)
+        assert np.allclose(clustering(g), [c[i] for i in range(12)], atol=1e-15)
+    # self-loops are removed before any statistic
+    g = Graph.make(3, [[0, 1], [1, 2], [0, 2], [1, 1]])
+    assert degree_hist(g).tolist() == [0, 0, 3] and clustering(g).tolist() == [1.0, 1.0, 1.0]
+
+
+# ORCA orbits as (template graph, node -> orbit); graphlets on 2, 3 and 4 nodes
+TEMPLATES = [
+    (nx.path_graph(2), {0: 0, 1: 0}),
+    (nx.path_graph(3), {0: 1, 1: 2, 2: 1}),
+    (nx.complete_graph(3), {0: 3, 1: 3, 2: 3}),
+    (nx.path_graph(4), {0: 4, 1: 5, 2: 5, 3: 4}),
+    (nx.star_graph(3), {0: 7, 1: 6, 2: 6, 3: 6}),
+    (nx.cycle_graph(4), {i: 8 for i in range(4)}),
+    (nx.Graph([(0, 1), (1, 2), (2, 0), (2, 3)]), {3: 9, 0: 10, 1: 10, 2: 11}),
+    (nx.Graph([(0, 1), (1, 2), (2, 3), (3, 0), (0, 2)]), {1: 12, 3: 12, 0: 13, 2: 13}),
+    (nx.complete_graph(4), {i: 14 for i in range(4)}),
+]
+
+
+def orbits_by_isomorphism(nxg, n):
+    out = np.zeros((n, 15), dtype=np.int64)
+    for k in (2, 3, 4):
+        for nodes in itertools.combinations(range(n), k):
+            sub = nxg.subgraph(nodes)
+            if not nx.is_connected(sub):
+                continue
+            for tmpl, orbit in TEMPLATES:
+                if len(tmpl) == k and tmpl.number_of_edges() == sub.number_of_edges():
+                    gm = GraphMatcher(sub, tmpl)
+                    if gm.is_isomorphic():
+                        for u, t in gm.mapping.items():
+                            out[u, orbit[t]] += 1
+                        break
+            else:
+                raise AssertionError("no template matched")
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_orbit_counts_match_isomorphism_enumeration(seed):
+    g, nxg = random_graph(9, [0.3, 0.5, 0.7, 0.9][seed], seed)
+    assert np.array_equal(orbit_counts(g), orbits_by_isomorphism(nxg, 9))
+
+
+def test_orbit_counts_by_hand():
+    k4 = orbit_counts(Graph.make(4, list(itertools.combinations(range(4), 2))))
+    assert k4.tolist() == [[3, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]] * 4    # 3 triangles (no induced path), 1 K4
+    c5 = orbit_counts(Graph.make(5, [[i, (i + 1) % 5] for i in range(5)]))
+    # each node of a 5-cycle: degree 2, ends of 2 paths of 3, middle of 1, ends of 2 and middle of 2 4-paths
+    assert c5.tolist() == [[2, 2, 1, 0, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0]] * 5
+    star = orbit_counts(Graph.make(4, [[0, 1], [0, 2], [0, 3], [2, 2]]))           # self-loop ignored
+    assert star[0].tolist() == [3, 0, 3, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]
+    assert star[1].tolist() == [1, 2, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]
+    assert orbit_mean(Graph.make(1, [])).tolist() == [0.0] * 15
+
+
+def test_identical_sets_have_zero_mmd_and_different_sets_do_not():
+    gs = [random_graph(10, 0.4, s)[0] for s in range(6)]
+    for v in graph_mmd(gs, gs).values():
+        assert v == pytest.approx(0.0, abs=1e-12)
+    dense = [random_graph(10, 0.9, s)[0] for s in range(6)]
+    assert all(v > 1e-3 for v in graph_mmd(gs, dense).values())
+
+
+def test_match_sizes_nearest_first_with_replacement():
+    ref = [Graph.make(n, []) for n in (5, 9, 12)]
+    pred = [Graph.make(n, []) for n in (8, 4, 10, 6)]
+    assert [g.num_nodes for g in match_sizes(ref, pred)] == [4, 8, 10]   # 5: 4 and 6 tie -> first (4)
+
+
+def test_jsonl_roundtrip_split_and_errors(tmp_path):
+    gs = [Graph.make(3, [[0, 1], [2, 1]]), Graph.make(2, [[1, 0], [0, 1]]), Graph.make(4, [])]
+    write_jsonl(tmp_path / "g.jsonl", gs)
+    back = read_jsonl(tmp_path / "g.jsonl")
+    assert [(g.num_nodes, g.edges.tolist()) for g in back] == [(3, [[0, 1], [1, 2]]), (2, [[0, 1]]), (4, [])]
+    assert [len(s) for s in split(back * 5)] == [12, 3] and split(back * 5)[1][0] is back[0]
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"num_nodes": 0, "edges": []}) + "\n")
+    with pytest.raises(UserError, match="empty graph"):
+        read_jsonl(tmp_path / "bad.jsonl")
+    with pytest.raises(UserError, match="over the size limit data.max_nodes=3"):
+        read_jsonl(tmp_path / "g.jsonl", max_nodes=3)
+    with pytest.raises(UserError, match="out of range"):
+        check_graph(Graph.make(2, [[0, 2]]), None, "g")
+    (tmp_path / "junk.jsonl").write_text("{\"edges\": []}\n")
+    with pytest.raises(UserError, match="junk.jsonl:1: not a graph line"):
+        read_jsonl(tmp_path / "junk.jsonl")
+
+
+def test_ego_small_from_planetoid_fixture(tmp_path, monkeypatch):
+    import runners.graph_data as gd
+    from fixtures import write_planetoid
+
+    write_planetoid(tmp_path / "ro", "CiteSeer")
+    # a read-only root (like ../shared/data; chmod does not stop root, so the check is patched) is copied
+    monkeypatch.setattr(gd.os, "access", lambda p, mode: "ro" not in str(p))
+    gs = ego_small(tmp_path / "ro" / "planetoid", tmp_path / "cache", n_graphs=50, seed=0)
+    assert (tmp_path / "cache" / "CiteSeer" / "processed").exists()
+    assert not (tmp_path / "ro" / "planetoid" / "CiteSeer" / "processed").exists()
+    assert len(gs) == 50 and all(4 <= g.num_nodes <= 20 for g in gs)
+    # an ego graph has a centre adjacent to every other node
+    assert all((g.adjacency().sum(1) == g.num_nodes - 1).any() for g in gs)
+    with pytest.raises(UserError, match="raw files missing.*kimiyoung/planetoid"):
+        ego_small(tmp_path / "nowhere", tmp_path / "cache2")
