@@ -5,7 +5,7 @@ EXP     ?= fastweights_retrieval
 ARGS    ?=
 STAMP   := .venv/.installed-stamp
 
-.PHONY: install test run bench-fastweights bench-acktr bench-lookahead results-fastweights results-acktr results-lookahead results-revrnn clean-venv
+.PHONY: install test run bench-fastweights bench-acktr bench-lookahead results-fastweights results-acktr results-lookahead results-revrnn bench-gnf results-gnf clean-venv
 
 install: $(STAMP)
 
@@ -39,6 +39,12 @@ results-acktr: $(STAMP)
 
 results-revrnn: $(STAMP)
 	$(PY) scripts/revrnn_results.py
+
+bench-gnf: $(STAMP)
+	$(PY) scripts/bench_gnf_memory.py
+
+results-gnf: $(STAMP)
+	$(PY) scripts/gnf_results.py
 
 results-lookahead: $(STAMP)
 	$(PY) scripts/lookahead_results.py

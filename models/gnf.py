@@ -55,13 +55,14 @@ class AttentionMP(nn.Module):
 
 
 class GRevCoupling(nn.Module):
-    def __init__(self, dim: int, hidden: int = 64, heads: int = 4, scale_bound: float | None = 2.0):
+    def __init__(self, dim: int, hidden: int = 64, heads: int = 4, scale_bound: float | None = 2.0,
+                 identity_init: bool = True):
         super().__init__()
         if dim % 2:
             raise ValueError(f"GRevNet needs an even feature size, got {dim}")
         half = dim // 2
-        self.F = AttentionMP(half, dim, hidden, heads, zero_init=True)   # -> [F1 (log-scale), F2 (shift)]
-        self.G = AttentionMP(half, dim, hidden, heads, zero_init=True)
+        self.F = AttentionMP(half, dim, hidden, heads, zero_init=identity_init)   # -> [F1 (log-scale), F2 (shift)]
+        self.G = AttentionMP(half, dim, hidden, heads, zero_init=identity_init)
         self.scale_bound = scale_bound
 
     def _scale_shift(self, net, h, edge_index):
@@ -219,7 +220,7 @@ class NodeClassifier(nn.Module):
 
     def __init__(self, in_dim: int, n_classes: int, dim: int = 64, steps: int = 4, kind: str = "grevnet",
                  hidden: int = 64, heads: int = 4, dropout: float = 0.5, reversible: bool = True,
-                 scale_bound: float | None = 2.0):
+                 scale_bound: float | None = 2.0, identity_init: bool = False):
         super().__init__()
         if kind not in ("grevnet", "gnn"):
             raise ValueError(f"unknown node classifier kind '{kind}' (grevnet | gnn)")
@@ -227,7 +228,7 @@ class NodeClassifier(nn.Module):
         self.inp = nn.Linear(in_dim, dim)
         self.drop = nn.Dropout(dropout)
         if kind == "grevnet":
-            self.blocks = nn.ModuleList(GRevCoupling(dim, hidden, heads, scale_bound) for _ in range(steps))
+            self.blocks = nn.ModuleList(GRevCoupling(dim, hidden, heads, scale_bound, identity_init) for _ in range(steps))
         else:
             self.blocks = nn.ModuleList(AttentionMP(dim, dim, hidden, heads) for _ in range(steps))
         self.out = nn.Linear(dim, n_classes)

@@ -31,6 +31,8 @@ class Data:
         self.name = dc.name
         if dc.name in ("Cora", "CiteSeer", "PubMed"):
             g = load_planetoid(root / "planetoid", dc.name, cache / "planetoid", dc.download)
+            if dc.get("normalize_features", True):   # row-normalised bag-of-words, as GCN/GAT preprocess
+                g.x = g.x / g.x.sum(1, keepdim=True).clamp_min(1)
             self.multilabel = False
             self.n_classes = int(g.y.max()) + 1
             self.in_dim = g.num_features
@@ -87,7 +89,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
     tc, mc = cfg.train, cfg.model
     data = Data(cfg.data, device, project_root)
     model = NodeClassifier(data.in_dim, data.n_classes, mc.dim, mc.steps, mc.kind, mc.hidden, mc.heads,
-                           mc.dropout, mc.reversible, mc.scale_bound).to(device)
+                           mc.dropout, mc.reversible, mc.scale_bound, mc.identity_init).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     ckpt = Checkpointer(run_dir, cfg.checkpoint.every)
     epoch, step, wandb_id = 0, 0, None
