@@ -31,7 +31,7 @@ FRAC_BITS = 23                   # fixed-point fractional bits of the state
 GATE_BITS = 10                   # gates are n / 1024
 GATE_ONE = 1 << GATE_BITS
 MAX_ABS = 2.0 ** 20              # |state| beyond this is a fixed-point overflow error
-SLAB_LIMIT = 1 << (53 - GATE_BITS)   # a buffer entry >= this would pass 2^53 after the next push
+SLAB_LIMIT = 1 << 53                 # a buffer entry >= this spills its low bits before the next push (< 2^63)
 MAX_FORGET = {2: 0.75, 3: 0.875, 5: 0.96875, None: 1.0}
 
 
@@ -67,18 +67,28 @@ class BitStack:
     """Integer buffer of the bits that exact forgetting discards, one int64 entry per unit.
 
     ``push(H, n)`` returns H * n / 1024 with the remainder information moved into the buffer;
-    ``pop`` inverts it. When an entry would pass 2^53, the whole buffer is pushed onto a list of
-    overflow slabs first and one flag per push records it. Pushes from several state tensors of the
-    same width share one stack in strict LIFO order. ``mask`` (bool, broadcastable) leaves the
-    masked-out entries and their buffer untouched (n = 1024 is an exact no-op).
+    ``pop`` inverts it. When an entry would pass 2^63 on the next push (it is >= ``SLAB_LIMIT`` =
+    2^53; our buffer is int64, so the float64-mantissa bound 2^53 is where we spill, not where we must
+    stop), every entry of at least 2^P (P = max(10, log2(SLAB_LIMIT) - 22) = 31) moves its low P bits into an
+    overflow slab and keeps the rest: buf = (buf >> P), and the pop restores (buf << P) | low. The slab is
+    a packed bitmask of those entries and their low bits as int32, so spilled storage is nearly all
+    information (a whole-buffer slab wastes the unfilled high bits of every word). One flag per push
+    records whether it spilled. Pushes from several state tensors of the same width share one stack in
+    strict LIFO order. ``mask`` (bool, broadcastable) leaves the masked-out entries and their buffer
+    untouched (n = 1024 is an exact no-op).
     """
 
     def __init__(self, shape, device=None):
         self.buf = torch.zeros(shape, dtype=torch.long, device=device)
-        self.slabs: list[torch.Tensor] = []
+        self.slabs: list[tuple[torch.Tensor, torch.Tensor]] = []   # (packed mask, low bits of those entries)
         self.flags: list[bool] = []
         self._info = torch.zeros((), dtype=torch.float64, device=device)   # sum of -log2(n / 1024), on device
-        self.peak_words = self.buf.numel()
+        self._slab_bits = 0
+        self.peak_bits = 64 * self.buf.numel()
+
+    @staticmethod
+    def _piece_bits() -> int:
+        return max(GATE_BITS, SLAB_LIMIT.bit_length() - 1 - 22)   # >= 10: a spill undoes a whole push's growth
 
     def push(self, H: torch.Tensor, n: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if mask is not None:
@@ -86,9 +96,14 @@ class BitStack:
         overflow = bool((self.buf >= SLAB_LIMIT).any())
         self.flags.append(overflow)
         if overflow:
-            self.slabs.append(self.buf)
-            self.buf = torch.zeros_like(self.buf)
-            self.peak_words = max(self.peak_words, self.words())
+            p = self._piece_bits()
+            sel = self.buf >= (1 << p)
+            low = (self.buf[sel] & ((1 << p) - 1)).to(torch.int32)
+            self.buf = torch.where(sel, self.buf >> p, self.buf)
+            packed = _pack_bits(sel)
+            self.slabs.append((packed, low))
+            self._slab_bits += 8 * packed.numel() + 32 * low.numel()
+            self.peak_bits = max(self.peak_bits, 64 * self.buf.numel() + self._slab_bits)
         buf = self.buf * GATE_ONE + torch.remainder(H, GATE_ONE)
         H = torch.div(H, GATE_ONE, rounding_mode="floor") * n + torch.remainder(buf, n)
         self.buf = torch.div(buf, n, rounding_mode="floor")
@@ -102,25 +117,41 @@ class BitStack:
         H = torch.div(H, n, rounding_mode="floor") * GATE_ONE + torch.remainder(buf, GATE_ONE)
         self.buf = torch.div(buf, GATE_ONE, rounding_mode="floor")
         if self.flags.pop():
-            if bool(self.buf.any()):
-                raise RuntimeError("BitStack: buffer not empty when restoring an overflow slab (pops out of order)")
-            self.buf = self.slabs.pop()
+            packed, low = self.slabs.pop()
+            p = self._piece_bits()
+            sel = _unpack_bits(packed, self.buf.shape)
+            if bool((self.buf[sel] >= (1 << (63 - p))).any()):
+                raise RuntimeError("BitStack: entry too large to restore an overflow slab (pops out of order)")
+            buf = self.buf.clone()
+            buf[sel] = (self.buf[sel] << p) | low.long()
+            self.buf = buf
+            self._slab_bits -= 8 * packed.numel() + 32 * low.numel()
         return H
+
+    def bits(self) -> int:
+        """Storage at its peak: the live int64 words, the slabs (packed mask bytes + 32 bits per spilled
+        piece), and one flag bit per push."""
+        return max(self.peak_bits, 64 * self.buf.numel() + self._slab_bits) + len(self.flags)
+
+    def empty(self) -> bool:
+        return not self.slabs and not self.flags and not bool(self.buf.any())
 
     @property
     def info_bits(self) -> float:
         """Information-theoretic bits of all pushes so far: sum of -log2(n / 1024)."""
         return float(self._info)
 
-    def words(self) -> int:
-        return self.buf.numel() + sum(s.numel() for s in self.slabs)
 
-    def bits(self) -> int:
-        """Storage of the buffer: int64 words (live + slabs, at their peak) and one flag bit per push."""
-        return 64 * max(self.peak_words, self.words()) + len(self.flags)
+def _pack_bits(mask: torch.Tensor) -> torch.Tensor:
+    """A bool tensor as uint8 bytes, 8 entries a byte (what a slab's mask really costs)."""
+    flat = mask.reshape(-1)
+    flat = torch.cat([flat, flat.new_zeros((-flat.numel()) % 8)]).view(-1, 8).to(torch.uint8)
+    return (flat << torch.arange(8, device=mask.device, dtype=torch.uint8)).sum(1, dtype=torch.uint8)
 
-    def empty(self) -> bool:
-        return not self.slabs and not self.flags and not bool(self.buf.any())
+
+def _unpack_bits(packed: torch.Tensor, shape) -> torch.Tensor:
+    bits = (packed[:, None] >> torch.arange(8, device=packed.device, dtype=torch.uint8)) & 1
+    return bits.reshape(-1)[:math.prod(shape)].bool().reshape(shape)
 
 
 def _st(value: torch.Tensor, fixed: torch.Tensor | None) -> torch.Tensor:

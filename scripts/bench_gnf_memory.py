@@ -35,11 +35,11 @@ def graph(args, device):
         g = load_planetoid(root / "planetoid", "Cora", Path("data/cache/planetoid"))
         return g.x.to(device), g.edge_index.to(device), g.y.to(device), int(g.y.max()) + 1, "Cora"
     gen = torch.Generator().manual_seed(0)
-    n, e = 2708, 5278
+    n, e = args.nodes, int(args.nodes * 5278 / 2708)          # Cora's size and mean degree by default
     src, dst = torch.randint(0, n, (2, e), generator=gen)
     ei = torch.stack([torch.cat([src, dst]), torch.cat([dst, src])])
-    x = (torch.rand(n, 1433, generator=gen) < 0.0127).float()
-    return x.to(device), ei.to(device), torch.randint(0, 7, (n,), generator=gen).to(device), 7, "random Cora-sized graph"
+    x = (torch.rand(n, args.features, generator=gen) < 0.0127).float()
+    return x.to(device), ei.to(device), torch.randint(0, 7, (n,), generator=gen).to(device), 7, f"random graph ({n} nodes)"
 
 
 def main():
@@ -49,6 +49,8 @@ def main():
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--nodes", type=int, default=2708, help="random graph: nodes (Cora: 2708)")
+    ap.add_argument("--features", type=int, default=1433, help="random graph: input features (Cora: 1433)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--data-root", default=None, help="read Cora from <root>/planetoid/Cora/raw")
     ap.add_argument("--out", default=None, help="write the figures as JSON here")

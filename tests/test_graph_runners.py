@@ -56,7 +56,8 @@ def test_non_invertible_flow_state_is_a_user_error(tmp_path):
 def test_memory_benchmark_grevnet_flat_gnn_linear(tmp_path):
     out = tmp_path / "mem.json"
     subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_gnf_memory.py"), "--steps", "1,6", "--dim", "16",
-                    "--hidden", "16", "--heads", "2", "--repeats", "1", "--out", str(out)], check=True, cwd=ROOT,
+                    "--hidden", "16", "--heads", "2", "--repeats", "1", "--nodes", "800", "--features", "64",
+                    "--out", str(out)], check=True, cwd=ROOT,
                    capture_output=True)
     growth = json.loads(out.read_text())["growth_mib_per_step"]
     assert growth["gnn"] > 0.5 and growth["grevnet_autograd"] > 0.5

@@ -79,6 +79,24 @@ def test_bitstack_push_pop_roundtrip_property(ops, slab_bits):
         rv.SLAB_LIMIT = old
 
 
+def test_overflow_spills_low_bits_of_large_entries_only():
+    """At the 2^53 limit, entries >= 2^31 move their low 31 bits into the slab (int32), the rest stay;
+    storage = live words + packed mask bytes + 32 bits per piece + flags, and the pop restores all."""
+    stack = BitStack((10,))
+    start = torch.tensor([2**53 + 12345, 2**40 + 7, 2**31, 2**31 - 1, 5, 0, 0, 0, 0, 1], dtype=torch.long)
+    stack.buf = start.clone()
+    H = torch.arange(10, dtype=torch.long) * 1000 - 3000
+    n = torch.full((10,), 1024)                         # a no-op gate: only the spill changes the buffer
+    out = stack.push(H, n)
+    assert stack.flags == [True] and len(stack.slabs) == 1
+    packed, low = stack.slabs[0]
+    assert packed.dtype == torch.uint8 and packed.numel() == 2 and low.dtype == torch.int32
+    assert low.tolist() == [(2**53 + 12345) % 2**31, (2**40 + 7) % 2**31, 0]
+    assert stack.buf[:4].tolist() == [(2**53 + 12345) >> 31, (2**40 + 7) >> 31, 1, 2**31 - 1]
+    assert stack.bits() == 64 * 10 + 8 * 2 + 32 * 3 + 1
+    assert torch.equal(stack.pop(out, n), H) and torch.equal(stack.buf, start) and not stack.slabs
+
+
 def test_masked_entries_are_untouched():
     stack = BitStack((4,))
     H = torch.tensor([-5000, 7, 123456, -1], dtype=torch.long)
