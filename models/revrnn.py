@@ -361,15 +361,18 @@ class RevLayer(nn.Module):
     def detach_state(state):
         return state
 
-    def forward(self, x: torch.Tensor, state):
+    def forward(self, x: torch.Tensor, state, mask: torch.Tensor | None = None):
+        """``mask`` [T, B] (True on real tokens): padded steps leave the state and the stack untouched."""
         self.cell.set_weight_drop(self.weight_drop, self.training)
         stack = self.cell.new_stack(x.size(1), x.device)
         outs, grad = [], torch.is_grad_enabled()
         s_float = tuple(to_float(S) for S in state)
         for t in range(x.size(0)):
-            nxt = self.cell.step_fixed(x[t].detach(), state, stack)
+            m = None if mask is None else mask[t][:, None]
+            nxt = self.cell.step_fixed(x[t].detach(), state, stack, m)
             if grad:
-                s_float = self.cell.step_float(x[t], s_float, nxt)
+                new = self.cell.step_float(x[t], s_float, nxt)
+                s_float = new if m is None else tuple(torch.where(m, a, b) for a, b in zip(new, s_float))
                 outs.append(s_float[0])
             else:
                 outs.append(self.cell.output(nxt))

@@ -10,6 +10,7 @@ RUNNERS = {
     "classify": "runners.classify",
     "graph_generation": "runners.graph_generation",
     "node_classify": "runners.node_classify",
+    "translate": "runners.translate",
 }
 
 

@@ -283,6 +283,19 @@ class Checkpointer:
         self.last_step = state["step"]
         return state
 
+    def resume_state(self, resume, map_location=None) -> dict | None:
+        """The checkpoint to continue from (RNG state already restored), or None for a fresh start;
+        ``resume`` is the run's ``resume`` setting (a run dir or ``auto``; ``auto`` tolerates no checkpoint)."""
+        if not resume:
+            return None
+        state = self.load(map_location=map_location)
+        if state is None:
+            if resume != "auto":
+                raise UserError(f"resume: no checkpoint at {self.path}")
+            return None
+        set_rng_state(state["rng"])
+        return state
+
     def after_step(self, snapshot, step: int) -> None:
         """End of a training step: the periodic checkpoint, then the SIGTERM/SIGINT stop (raises
         Interrupted). ``snapshot`` is called only when a checkpoint is written."""

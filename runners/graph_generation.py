@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from models.gnf import FlowNumericalError, GraphEncoder, GraphFlow, decoder_logits
-from runners.core import (Checkpointer, Tracker, UserError, check_finite, set_rng_state)
+from runners.core import Checkpointer, Tracker, UserError, check_finite
 from runners.graph_data import (Graph, adjacency_targets, check_graph, community_small, complete_edges, ego_small,
                                 read_jsonl, split, to_batch, write_jsonl)
 from runners.graph_mmd import graph_mmd, match_sizes
@@ -112,17 +112,13 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
     total_steps = (tc.ae_epochs + tc.flow_epochs) * steps_per_epoch
     ckpt = Checkpointer(run_dir, cfg.checkpoint.every)
     epoch, batch_i, step, wandb_id = 0, 0, 0, None
-    if cfg.resume:
-        state = ckpt.load(map_location=device)
-        if state is not None:
-            encoder.load_state_dict(state["encoder"])
-            flow.load_state_dict(state["flow"])
-            opt_ae.load_state_dict(state["opt_ae"])
-            opt_flow.load_state_dict(state["opt_flow"])
-            epoch, batch_i, step, wandb_id = state["epoch"], state["batch"], state["step"], state["wandb_id"]
-            set_rng_state(state["rng"])
-        elif cfg.resume != "auto":
-            raise UserError(f"resume: no checkpoint at {ckpt.path}")
+    state = ckpt.resume_state(cfg.resume, device)
+    if state is not None:
+        encoder.load_state_dict(state["encoder"])
+        flow.load_state_dict(state["flow"])
+        opt_ae.load_state_dict(state["opt_ae"])
+        opt_flow.load_state_dict(state["opt_flow"])
+        epoch, batch_i, step, wandb_id = state["epoch"], state["batch"], state["step"], state["wandb_id"]
     tracker = Tracker(cfg, run_dir, total_steps=total_steps, start_step=step, wandb_id=wandb_id)
 
     def snapshot():

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from models.gnf import NodeClassifier
-from runners.core import Checkpointer, DataMissingError, Tracker, UserError, check_finite, peak_memory_bytes, set_rng_state
+from runners.core import Checkpointer, DataMissingError, Tracker, UserError, check_finite, peak_memory_bytes
 from runners.graph_data import PPI_URL, load_planetoid
 
 PPI_FILES = [f"{s}_{f}" for s in ("train", "valid", "test") for f in ("feats.npy", "graph_id.npy", "graph.json", "labels.npy")]
@@ -94,15 +94,11 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
     ckpt = Checkpointer(run_dir, cfg.checkpoint.every)
     epoch, step, wandb_id = 0, 0, None
     best = {"val": -1.0, "test": 0.0, "epoch": 0}
-    if cfg.resume:
-        state = ckpt.load(map_location=device)
-        if state is not None:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            epoch, step, best, wandb_id = state["epoch"], state["step"], state["best"], state["wandb_id"]
-            set_rng_state(state["rng"])
-        elif cfg.resume != "auto":
-            raise UserError(f"resume: no checkpoint at {ckpt.path}")
+    state = ckpt.resume_state(cfg.resume, device)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        epoch, step, best, wandb_id = state["epoch"], state["step"], state["best"], state["wandb_id"]
     tracker = Tracker(cfg, run_dir, total_steps=tc.epochs * len(data.train), start_step=step, wandb_id=wandb_id)
 
     def snapshot():

@@ -1,0 +1,79 @@
+"""The translation model and runner: padded batches leave reversible states and buffers untouched,
+beam search of width 1 is greedy decoding, BLEU is sacrebleu's, and bad input is one line."""
+import json
+
+import pytest
+import torch
+
+from conftest import run_cli
+from models.revrnn import RevGRUCell, RevLSTMCell, to_fixed
+from models.seq2seq import Seq2Seq
+from runners.translate import bleu
+from test_cli import QUIET, one_error_line
+
+
+@pytest.mark.parametrize("cell_cls", [RevGRUCell, RevLSTMCell])
+def test_padded_batch_leaves_padded_examples_untouched_and_reverses_exactly(cell_cls):
+    torch.manual_seed(0)
+    cell = cell_cls(3, 8, 3)
+    lengths = [7, 3, 5]
+    x = torch.randn(7, 3, 3)
+    mask = torch.arange(7)[:, None] < torch.tensor(lengths)[None, :]
+    S0 = tuple(to_fixed(torch.randn(3, 8)) for _ in range(cell.n_states))
+    stack, S, hist = cell.new_stack(3), S0, []
+    for t in range(7):
+        S = cell.step_fixed(x[t], S, stack, mask[t][:, None])
+        hist.append((tuple(s.clone() for s in S), stack.buf.clone(), len(stack.slabs)))
+    for j, n in enumerate(lengths):       # padded steps after example j's last token change nothing of it
+        state_n, buf_n, _ = hist[n - 1]
+        assert all(torch.equal(a[j], b[j]) for a, b in zip(S, state_n)) and torch.equal(stack.buf[j], buf_n[j])
+    assert not torch.equal(hist[0][0][0][1], S0[0][1])       # ... while its real steps did change it
+    for t in reversed(range(7)):
+        S = cell.reverse_fixed(x[t], S, stack, mask[t][:, None])
+    assert all(torch.equal(a, b) for a, b in zip(S, S0)) and stack.empty()
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm", "revgru", "revlstm"])
+def test_beam_of_width_one_is_greedy(cell):
+    torch.manual_seed(0)
+    model = Seq2Seq(12, 11, emb=8, hidden=8, cell=cell, attention="emb+slice", slice_units=2, dropout=0.0).eval()
+    src = torch.randint(4, 12, (6, 3))
+    mask = torch.arange(6)[:, None] < torch.tensor([6, 4, 2])[None, :]
+    src = src.masked_fill(~mask, 0)
+    assert model.beam(src, mask, width=1, max_len=7) == model.greedy(src, mask, max_len=7)
+
+
+def test_padding_does_not_change_a_sentence_translation():
+    torch.manual_seed(1)
+    model = Seq2Seq(12, 11, emb=8, hidden=8, cell="revgru", attention="emb+slice", slice_units=2, dropout=0.0).eval()
+    src = torch.randint(4, 12, (5, 1))
+    padded = torch.cat([src, torch.zeros(3, 1, dtype=torch.long)])
+    alone = model.greedy(src, torch.ones(5, 1, dtype=torch.bool), 6)
+    with_pad = model.greedy(padded, torch.arange(8)[:, None] < 5, 6)
+    assert alone == with_pad
+
+
+def test_bleu_is_sacrebleu_corpus_bleu():
+    hyps = [["a", "cat", "sat", "on", "the", "mat"], ["two", "dogs", "run", "fast", "today"]]
+    assert bleu(hyps, [], hyps, moses=False, lang="de")["test/bleu_tok"] == pytest.approx(100.0)
+    import sacrebleu
+
+    refs = [["a", "cat", "sat", "on", "a", "mat"], ["two", "dogs", "ran", "fast", "today"]]
+    want = sacrebleu.corpus_bleu([" ".join(h) for h in hyps], [[" ".join(r) for r in refs]], tokenize="none").score
+    assert bleu(hyps, [], refs, moses=False, lang="de")["test/bleu_tok"] == pytest.approx(want)
+
+
+def test_unknown_token_policy_is_one_line(tmp_path):
+    err = one_error_line(run_cli("experiment=gru_synthetic", "smoke=true", "data.unk=drop", f"data.root={tmp_path}",
+                                 f"hydra.run.dir={tmp_path}/r", *QUIET))
+    assert "unknown token policy 'drop'" in err
+
+
+def test_resume_with_a_different_vocabulary_is_one_line(tmp_path):
+    args = ["experiment=gru_synthetic", "smoke=true", f"data.root={tmp_path}", *QUIET]
+    run_cli(*args, f"hydra.run.dir={tmp_path}/r", check=True)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["train/epochs"] == 2 and 0 <= summary["test/bleu"] <= 100
+    (tmp_path / "r" / "summary.json").unlink()          # as if interrupted after its last checkpoint
+    err = one_error_line(run_cli(f"resume={tmp_path}/r", "data.vocab_size=30"))
+    assert "different source vocabulary" in err
