@@ -126,3 +126,82 @@ def lm_step(model, words: torch.Tensor, targets: torch.Tensor, state: list, ar_a
         if not (all(torch.equal(a, b) for a, b in zip(S[l], initial[l])) and stacks[l].empty()):
             raise RuntimeError(f"reversal did not restore layer {l}'s initial state exactly")
     return loss.detach(), final, stats
+
+
+def seq2seq_step(model, src: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Tensor, tgt_mask: torch.Tensor):
+    """One minibatch of ``models.seq2seq.Seq2Seq`` with reversible cells, gradients by reversal
+    (accumulated into ``.grad``). ``tgt`` includes <s> ... </s>; the decoder reads tgt[:-1] and predicts
+    tgt[1:]. Returns (mean cross-entropy per target token, {"enc"|"dec": (buffer bits at their peak,
+    information bits)}).
+
+    Encoder and decoder run once without grad in fixed point, filling their bit stacks; only what the
+    attention and the softmax need is kept: the decoder outputs, the source embeddings and the encoder's
+    hidden slice (the attention memory, stored explicitly). The loss is backpropagated to those; then the
+    decoder is reversed step by step (its state gradient ends at its initial state, the encoder's final
+    state), then the encoder, adding the memory-slice gradient to each step's output. Padded steps are
+    masked no-ops both ways. Both states and stacks must come back exactly to their start (checked).
+    """
+    enc, dec = model.enc.cell, model.dec.cell
+    S, B = src.shape
+    T = tgt.size(0) - 1
+    k = model.hidden if model.attention == "full" else model.k
+    e_src = model.drop(model.src_emb(src))
+    e_tgt = model.drop(model.tgt_emb(tgt[:-1]))
+    xs, xt = e_src.detach().requires_grad_(True), e_tgt.detach().requires_grad_(True)
+    ms, mt = src_mask[:, :, None], tgt_mask[:-1, :, None]
+
+    # 1. no-grad fixed-point forward, encoder then decoder
+    stack_e, stack_d = enc.new_stack(B, src.device), dec.new_stack(B, src.device)
+    init = enc.init_state(B, src.device)
+    Se, slices, outs = init, [], []
+    with torch.no_grad():
+        for s in range(S):
+            Se = enc.step_fixed(xs[s], Se, stack_e, ms[s])
+            slices.append(enc.output(Se)[:, :k])
+        enc_final = Se
+        Sd = Se
+        for t in range(T):
+            Sd = dec.step_fixed(xt[t], Sd, stack_d, mt[t])
+            outs.append(dec.output(Sd))
+    acct = {"enc": (stack_e.bits(), stack_e.info_bits), "dec": (stack_d.bits(), stack_d.info_bits)}
+
+    # 2. loss through attention and softmax on the kept tensors
+    sl = torch.stack(slices).requires_grad_(True)
+    dec_out = torch.stack(outs).requires_grad_(True)
+    memory = {"full": sl, "emb": xs, "slice": sl, "emb+slice": torch.cat([xs, sl], -1)}[model.attention]
+    logits = model.attend(dec_out, memory, src_mask)
+    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt[1:].reshape(-1), ignore_index=0)
+    loss.backward()
+    g_out = dec_out.grad
+    g_sl = sl.grad if sl.grad is not None else torch.zeros_like(sl)
+
+    def reverse(cell, x_leaf, mask, S_end, stack, g, extra):
+        Sx = S_end
+        for t in range(x_leaf.size(0) - 1, -1, -1):
+            prev = cell.reverse_fixed(x_leaf[t].detach(), Sx, stack, mask[t])
+            s_prev = tuple(to_float(p).requires_grad_(True) for p in prev)
+            s_next = cell.step_float(x_leaf[t], s_prev, fixed_next=Sx)
+            s_next = tuple(torch.where(mask[t], a, b) for a, b in zip(s_next, s_prev))
+            grads = [gi.clone() for gi in g]
+            extra(t, grads)
+            torch.autograd.backward(s_next, grads)
+            g = [sp.grad for sp in s_prev]
+            Sx = prev
+        return Sx, g
+
+    def add_out(t, grads):
+        grads[0] = grads[0] + g_out[t]
+
+    def add_slice(t, grads):
+        grads[0][:, :k] += g_sl[t]
+
+    # 3. decoder backwards to its initial state (= the encoder's final state), then the encoder
+    zero = [torch.zeros(B, dec.hidden_size, device=src.device) for _ in range(dec.n_states)]
+    Sd0, g = reverse(dec, xt, mt, Sd, stack_d, zero, add_out)
+    Se0, _ = reverse(enc, xs, ms, Sd0, stack_e, g, add_slice)
+    if not (all(torch.equal(a, b) for a, b in zip(Sd0, enc_final)) and stack_d.empty()):
+        raise RuntimeError("reversal did not restore the decoder's initial state exactly")
+    if not (all(torch.equal(a, b) for a, b in zip(Se0, init)) and stack_e.empty()):
+        raise RuntimeError("reversal did not restore the encoder's initial state exactly")
+    torch.autograd.backward([e_src, e_tgt], [xs.grad, xt.grad])
+    return loss.detach(), acct

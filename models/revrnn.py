@@ -361,12 +361,15 @@ class RevLayer(nn.Module):
     def detach_state(state):
         return state
 
-    def forward(self, x: torch.Tensor, state, mask: torch.Tensor | None = None):
-        """``mask`` [T, B] (True on real tokens): padded steps leave the state and the stack untouched."""
+    def forward(self, x: torch.Tensor, state, mask: torch.Tensor | None = None, state_float=None):
+        """``mask`` [T, B] (True on real tokens): padded steps leave the state and the stack untouched.
+        ``state_float``: the float (straight-through) twin of ``state`` carrying gradient from an earlier
+        layer (a decoder started from an encoder's final state); the final one is kept in
+        ``self.last_float_state``."""
         self.cell.set_weight_drop(self.weight_drop, self.training)
         stack = self.cell.new_stack(x.size(1), x.device)
         outs, grad = [], torch.is_grad_enabled()
-        s_float = tuple(to_float(S) for S in state)
+        s_float = tuple(to_float(S) for S in state) if state_float is None else state_float
         for t in range(x.size(0)):
             m = None if mask is None else mask[t][:, None]
             nxt = self.cell.step_fixed(x[t].detach(), state, stack, m)
@@ -378,6 +381,7 @@ class RevLayer(nn.Module):
                 outs.append(self.cell.output(nxt))
             state = nxt
         self.last_stack = stack
+        self.last_float_state = s_float if grad else None
         return torch.stack(outs), state
 
 

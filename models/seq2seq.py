@@ -81,7 +81,11 @@ class Seq2Seq(nn.Module):
 
     def forward(self, src, src_mask, tgt_in, tgt_mask):
         memory, _, state = self.encode(src, src_mask)
-        dec_out, _ = self.decoder_rnn(tgt_in, state, tgt_mask)
+        if self.reversible:   # the decoder starts from the encoder's final state, gradient included
+            dec_out, _ = self.dec(self.drop(self.tgt_emb(tgt_in)), state, tgt_mask,
+                                  state_float=self.enc.last_float_state)
+        else:
+            dec_out, _ = self.decoder_rnn(tgt_in, state, tgt_mask)
         return self.attend(dec_out, memory, src_mask)
 
     # ---------------------------------------------------------------- inference

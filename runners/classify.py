@@ -17,7 +17,6 @@ ranks write their checkpoints under ``<run dir>/rank<r>/`` with logging off.
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from pathlib import Path

@@ -97,7 +97,7 @@ def reconstruct(encoder, graphs: list[Graph], temperature: float, device) -> lis
 
 
 def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
-    tc, mc, ec = cfg.train, cfg.model, cfg.eval
+    tc, mc = cfg.train, cfg.model
     graphs = load_graphs(cfg.data, project_root)
     train_g, test_g = split(graphs, cfg.data.train_frac)
     if not train_g or not test_g:

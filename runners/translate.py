@@ -4,8 +4,9 @@ batches with padding masks, validation loss / token accuracy, greedy or beam dec
 Data (``data.name``): ``synthetic`` (generated into the run's data root), ``multi30k`` (en -> de),
 ``iwslt16`` (de -> en, prepared local folder). BLEU: sacrebleu's corpus BLEU on the detokenised output
 (``test/bleu``) and the tokenised, lower-cased BLEU the paper's era reported (``test/bleu_tok``).
-Reversible cells (revgru / revlstm) are trained here by ordinary BPTT through the same fixed-point
-model (straight-through); the runs log the bits their encoder and decoder buffers use against the bits
+Reversible cells (revgru / revlstm) train by reversal (``train.reversal=true``,
+algorithms/reversible_bptt.py ``seq2seq_step``) or by ordinary BPTT through the same fixed-point model
+(straight-through, ``train.reversal=false``); the runs log the bits their encoder and decoder buffers use against the bits
 ordinary BPTT stores, separately, with the explicitly stored attention slice counted on the encoder.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from algorithms.reversible_bptt import seq2seq_step
 from models.seq2seq import Seq2Seq
 from runners.core import Checkpointer, Tracker, UserError, check_finite, make_optimizer
 from runners.translation_data import (Vocab, bucket_batches, check_vocab, multi30k_dir, pad_batch, read_parallel,
@@ -66,17 +68,20 @@ class Data:
             yield idx, s, sm, t, tm
 
 
-def memory_stats(model: Seq2Seq, src_mask, tgt_mask) -> dict:
+def memory_stats(model: Seq2Seq, src_mask, tgt_mask, acct: dict | None = None) -> dict:
     """Bits of ordinary BPTT (32 per hidden unit, state tensor and real token) vs the buffers' bits, the
-    encoder charged with its explicitly stored attention slice."""
+    encoder charged with the attention memory's hidden part (slice, or every state for ``full``), which
+    is stored explicitly. ``acct``: {"enc"|"dec": (buffer bits, information bits)} from training by
+    reversal; otherwise the layers' last stacks."""
     out = {}
+    k = {"full": model.hidden, "slice": model.k, "emb+slice": model.k}.get(model.attention, 0)
     for side, layer, mask in (("enc", model.enc, src_mask), ("dec", model.dec, tgt_mask[:-1])):
         tokens = int(mask.sum())
         bptt = 32 * tokens * model.hidden * layer.cell.n_states
-        extra = 32 * tokens * model.k if side == "enc" and "slice" in model.attention else 0
-        stack = layer.last_stack
-        out[f"mem/{side}_saving_actual"] = bptt / max(stack.bits() + extra, 1)
-        out[f"mem/{side}_saving_info"] = bptt / max(stack.info_bits + extra, 1e-9)
+        extra = 32 * tokens * k if side == "enc" else 0
+        bits, info = acct[side] if acct else (layer.last_stack.bits(), layer.last_stack.info_bits)
+        out[f"mem/{side}_saving_actual"] = bptt / max(bits + extra, 1)
+        out[f"mem/{side}_saving_info"] = bptt / max(info + extra, 1e-9)
     return out
 
 
@@ -131,6 +136,9 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
     except ValueError as e:
         raise UserError(str(e)) from None
     opt = make_optimizer(model.parameters(), cfg)
+    reversal = bool(tc.get("reversal", False))
+    if reversal and not model.reversible:
+        raise UserError(f"train.reversal=true needs a reversible cell (revgru | revlstm), not '{mc.cell}'")
     n_train = len(data.ids["train"][0])
     steps_per_epoch = math.ceil(n_train / tc.batch_size)
     ckpt = Checkpointer(run_dir, cfg.checkpoint.every)
@@ -160,18 +168,23 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                 t0, loss_sum, n = time.perf_counter(), 0.0, 0
                 for _, s, sm, t, tm in data.batches("train", tc.batch_size, rng):
                     s, sm, t, tm = s.to(device), sm.to(device), t.to(device), tm.to(device)
-                    logits = model(s, sm, t[:-1], tm[:-1])
-                    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), t[1:].reshape(-1), ignore_index=0)
-                    check_finite(loss, step + 1, ckpt)
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    acct = None
+                    if reversal:
+                        loss, acct = seq2seq_step(model, s, sm, t, tm)
+                    else:
+                        logits = model(s, sm, t[:-1], tm[:-1])
+                        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), t[1:].reshape(-1), ignore_index=0)
+                    check_finite(loss, step + 1, ckpt)
+                    if not reversal:
+                        loss.backward()
                     if tc.clip:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
                     opt.step()
                     step += 1
                     loss_sum, n = loss_sum + loss.item(), n + 1
                     if model.reversible:
-                        mem = memory_stats(model, sm, tm)
+                        mem = memory_stats(model, sm, tm, acct)
                     if step % tc.log_every == 0:
                         tracker.log({"train/loss": loss_sum / n, "epoch": epoch + n / steps_per_epoch,
                                      "perf/sentences_per_s": n * tc.batch_size / max(time.perf_counter() - t0, 1e-9),

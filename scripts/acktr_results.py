@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import warnings
 import json
-import shutil
 import sys
 import statistics
 from collections import defaultdict

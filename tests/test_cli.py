@@ -1,7 +1,6 @@
 """The command line as a user meets it: every experiment composes and smoke-runs, bad input is one
 line, interrupted runs resume to the same result, sweeps run through the submitit launcher."""
 import json
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir

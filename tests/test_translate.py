@@ -77,3 +77,40 @@ def test_resume_with_a_different_vocabulary_is_one_line(tmp_path):
     (tmp_path / "r" / "summary.json").unlink()          # as if interrupted after its last checkpoint
     err = one_error_line(run_cli(f"resume={tmp_path}/r", "data.vocab_size=30"))
     assert "different source vocabulary" in err
+
+
+def _grads(model, fn):
+    model.zero_grad(set_to_none=True)
+    fn()
+    return torch.cat([p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel()) for p in model.parameters()])
+
+
+@pytest.mark.parametrize("cell", ["revgru", "revlstm"])
+@pytest.mark.parametrize("attention", ["emb+slice", "full"])
+@pytest.mark.parametrize("length", [1, 50])
+def test_reversal_gradients_match_autograd(cell, attention, length):
+    import torch.nn.functional as F
+    from algorithms.reversible_bptt import seq2seq_step
+
+    torch.manual_seed(0)
+    model = Seq2Seq(15, 13, emb=8, hidden=10, cell=cell, attention=attention, slice_units=3, dropout=0.0)
+    B = 3
+    src_len = torch.tensor([length, max(1, length - 2), max(1, length // 2)])
+    tgt_len = torch.tensor([length, max(1, length // 3), max(1, length - 1)])
+    src = torch.randint(4, 15, (length, B)).masked_fill(torch.arange(length)[:, None] >= src_len, 0)
+    body = torch.randint(4, 13, (length, B)).masked_fill(torch.arange(length)[:, None] >= tgt_len, 0)
+    tgt = torch.cat([torch.full((1, B), 2), body, torch.zeros(1, B, dtype=torch.long)])
+    tgt[tgt_len + 1, torch.arange(B)] = 3                                # </s> after each target
+    sm, tm = src != 0, tgt != 0
+
+    def plain():
+        logits = model(src, sm, tgt[:-1], tm[:-1])
+        F.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt[1:].reshape(-1), ignore_index=0).backward()
+
+    a = _grads(model, plain)
+    b = _grads(model, lambda: seq2seq_step(model, src, sm, tgt, tm))
+    if length == 1:
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+    else:
+        cos = torch.dot(a, b) / (a.norm() * b.norm())
+        assert torch.rad2deg(torch.arccos(cos.clamp(max=1.0))) < 1.0

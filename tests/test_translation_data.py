@@ -6,7 +6,6 @@ import tarfile
 
 import numpy as np
 import pytest
-import torch
 
 import runners.translation_data as td
 from runners.core import DataMissingError, UserError
