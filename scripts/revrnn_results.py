@@ -45,7 +45,7 @@ def build() -> str:
                   "of PTB's 930k training tokens) (the paper: 650/1150/650 units, SGD lr 20, until convergence). Validation perplexity on the "
                   "fixed-point model; test at the best validation epoch. Savings over the whole run: hidden-state "
                   "bits of ordinary BPTT over the bit buffers (int64 words + flag bits) and over sum(-log2 z).", "",
-                  "| model | seeds | epochs | ours: val ppl | ours: test ppl | saving (buffer) | saving (information) | paper (2-layer, full): val ppl |",
+                  "| model | seeds | epochs | ours: val ppl | ours: test ppl | saving in training (buffer; logged before the overflow change, see notes) | saving (information) | paper (2-layer, full): val ppl |",
                   "|---|---|---|---|---|---|---|---|"]
         for (exp, cell, ep), rs in sorted(groups.items()):
             save = lambda k: mean_std([r[k] for r in rs]) if k in rs[0] else "—"  # noqa: E731
