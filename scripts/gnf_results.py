@@ -85,7 +85,7 @@ def sample_figure(run: dict, train_file: Path, path: Path) -> None:
 
 
 def mmd_figure(groups, path: Path) -> None:
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(groups), figsize=(max(7.0, 4.5 * len(groups)), 3.8), squeeze=False)
     for ax, ((exp, data), rs) in zip(axes[0], sorted(groups.items())):
         x = range(len(STATS))
         ours = [sum(r[f"mmd/{k}"] for r in rs) / len(rs) for k in STATS]
@@ -100,8 +100,9 @@ def mmd_figure(groups, path: Path) -> None:
         ax.set_yscale("log")
         ax.set_ylabel("MMD$^2$ (lower is better)")
         ax.set_title(f"{key.replace('_', '-')} ({data})", fontsize=10)
-    axes[0, 0].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
     fig.savefig(path.with_suffix(".png"), dpi=110)
     fig.savefig(path.with_suffix(".pdf"))
     plt.close(fig)
@@ -157,7 +158,12 @@ def build() -> str:
             lines.append(f"| {exp} | {'GRevNet (reversible backprop)' if kind == 'grevnet' else 'GNN'} | {steps} | "
                          f"{','.join(str(r['seed']) for r in rs)} | {mean_std([100 * r['test/score'] for r in rs])} | "
                          f"{rs[0]['metric']} (%) | {sum(r['mem/step_peak_bytes'] for r in rs) / len(rs) / 2**20:.1f} |")
-        lines += ["", "Commands:", ""] + [f"- `{r['command']}`" for rs in sup.values() for r in rs]
+        lines += ["", "The GNF paper's supervised numbers are not confirmed here, so none is quoted. For scale: GAT "
+                  "(Velickovic et al. 2018) reports 83.0 ± 0.7% on Cora's public split. Both of our models sit ~11-13 "
+                  "points below it: the shared message-passing function (attention + MLP, 4 residual/coupling steps, no "
+                  "attention dropout, untuned) overfits the 140 labels. GRevNet is within ~2 points of the GNN with the "
+                  "same function while its step memory does not grow with the number of steps (benchmark below).",
+                  "", "Commands:", ""] + [f"- `{r['command']}`" for rs in sup.values() for r in rs]
         lines += ["", f"Hardware: {'; '.join(hw)}.", ""]
     return finish_readme(OUT, lines, "bench_memory.txt", "## Memory benchmark (scripts/bench_gnf_memory.py)",
                          "Peak bytes allocated by one training step beyond the model, vs message-passing steps.")
