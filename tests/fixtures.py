@@ -139,7 +139,24 @@ def write_ppi(root: Path, n_feat: int = 5, n_labels: int = 6, seed: int = 0) -> 
     return raw
 
 
+def write_parallel(root: Path, seed: int = 0) -> None:
+    """Multi30K's extracted layout (<root>/multi30k/{train,val,test}.{en,de}) and the prepared IWSLT16
+    folder (<root>/iwslt16/{train,valid,test}.{de,en}): raw, cased sentences with punctuation, one a line."""
+    rng = np.random.default_rng(seed)
+    en = ["A man", "Two dogs", "The girl", "A woman", "People"]
+    de = ["Ein Mann", "Zwei Hunde", "Das Mädchen", "Eine Frau", "Leute"]
+    verbs = [("runs.", "läuft."), ("sits, smiling.", "sitzt, lächelnd."), ("plays outside!", "spielt draußen!")]
+    for folder, splits in (("multi30k", ("train", "val", "test")), ("iwslt16", ("train", "valid", "test"))):
+        d = Path(root) / folder
+        d.mkdir(parents=True, exist_ok=True)
+        for split, n in zip(splits, (40, 10, 10)):
+            pairs = [(rng.integers(len(en)), rng.integers(len(verbs))) for _ in range(n)]
+            (d / f"{split}.en").write_text("".join(f"{en[a]} {verbs[b][0]}\n" for a, b in pairs), encoding="utf-8")
+            (d / f"{split}.de").write_text("".join(f"{de[a]} {verbs[b][1]}\n" for a, b in pairs), encoding="utf-8")
+
+
 def write_all(root: Path) -> None:
+    write_parallel(root)
     for name in ("CiteSeer", "Cora", "PubMed"):
         write_planetoid(root, name)
     write_ppi(root)

@@ -11,6 +11,45 @@ from conftest import ROOT, run_cli
 from sigterm import sigterm_then_resume
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+
+
+def _compose(name):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=[f"experiment={name}"])
+
+
+def _code_path(cfg) -> tuple:
+    """What decides which code runs: the runner and every switch (string or boolean setting) of the data,
+    model, algorithm, environment, optimizer and training loop. Experiments that differ only in sizes,
+    schedules or the game / task id share a code path (their env ids are checked separately)."""
+    from omegaconf import OmegaConf
+
+    flat = []
+    for group in ("data", "model", "algo", "env", "optimizer", "train"):
+        node = cfg.get(group)
+        if node is None:
+            continue
+        for k, v in OmegaConf.to_container(node, resolve=True).items():
+            if isinstance(v, (bool, str)) and k not in ("id", "game", "root", "cache", "path"):
+                flat.append((group, k, v))
+    return (cfg.runner, *sorted(flat))
+
+
+PREFERRED = ["acktr_pong", "a2c_pong", "acktr_halfcheetah", "a2c_halfcheetah"]   # the headline runs first
+
+
+def _smoke_set() -> list[str]:
+    seen, out = set(), []
+    for name in PREFERRED + [n for n in EXPERIMENTS if n not in PREFERRED]:
+        key = _code_path(_compose(name))
+        if key not in seen:
+            seen.add(key)
+            out.append(name)
+    return sorted(out)
+
+
+SMOKE = _smoke_set()
+ENV_EXPERIMENTS = [n for n in EXPERIMENTS if n.startswith(("acktr_", "a2c_"))]
 QUIET = ["logger.mode=disabled", "logger.progress=false"]
 
 
@@ -31,10 +70,18 @@ def test_every_experiment_composes(name):
     assert cfg.runner and cfg.objective and cfg.smoke_overrides
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_smoke_runs(name, tmp_path):
-    write_all(tmp_path / "data")   # tiny PTB / CIFAR / ImageNet fixtures in the real formats
-    p = run_cli(f"experiment={name}", "smoke=true", f"hydra.run.dir={tmp_path}", f"data.root={tmp_path}/data",
+@pytest.fixture(scope="module")
+def fixture_data(tmp_path_factory):
+    """Tiny PTB / CIFAR / ImageNet / Planetoid / PPI / parallel-text fixtures in the real formats, written
+    once for all smoke runs (runs only read them, or add caches the next run may reuse)."""
+    root = tmp_path_factory.mktemp("fixture_data")
+    write_all(root)
+    return root
+
+
+@pytest.mark.parametrize("name", SMOKE)
+def test_every_code_path_smoke_runs(name, tmp_path, fixture_data):
+    p = run_cli(f"experiment={name}", "smoke=true", f"hydra.run.dir={tmp_path}", f"data.root={fixture_data}",
                 *QUIET, check=True)
     summary = json.loads((tmp_path / "summary.json").read_text())
     cfg = OmegaConf.load(tmp_path / "resolved_config.yaml")
@@ -56,8 +103,39 @@ def test_every_experiment_smoke_runs(name, tmp_path):
         assert summary["train/epochs"] == 2 and len(summary["mmd/degree_per_seed"]) == 2
         assert all(summary[f"{k}/{s}"] >= 0 for k in ("mmd", "floor", "recon") for s in ("degree", "clustering", "orbit"))
         assert len((tmp_path / "samples_seed1.jsonl").read_text().splitlines()) == 8
+    if cfg.runner == "translate":
+        assert summary["train/epochs"] == 2 and 0 <= summary["test/bleu"] <= 100 and any("valid/loss" in r for r in rows)
+        assert ("mem/enc_saving_actual" in summary) == cfg.model.cell.startswith("rev")
     if cfg.runner == "node_classify":
         assert 0 <= summary["test/score"] <= 1 and summary["mem/step_peak_bytes"] > 0 and summary["train/epochs"] == 3
+
+
+def test_smoke_set_covers_every_code_path():
+    assert {_code_path(_compose(n)) for n in SMOKE} == {_code_path(_compose(n)) for n in EXPERIMENTS}
+    assert len(SMOKE) < len(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("name", ENV_EXPERIMENTS)
+def test_every_env_id_resolves(name):
+    """The experiments the smoke set stands in for differ in their environment: each one's game / task
+    must exist (ROM shipped with ale-py, MuJoCo model with gymnasium) with the spaces the runner expects."""
+    import gymnasium as gym
+
+    cfg = _compose(name)
+    if cfg.env.kind == "atari":
+        import ale_py
+
+        gym.register_envs(ale_py)
+        env = gym.make(cfg.env.id, frameskip=1, repeat_action_probability=0.0)
+        from ale_py import roms
+
+        assert roms.get_rom_path(cfg.env.game).exists()       # the ROM the native vector env loads
+        assert env.action_space.n >= 2
+    else:
+        env = gym.make(cfg.env.id)
+        assert len(env.observation_space.shape) == 1 and len(env.action_space.shape) == 1
+    env.reset(seed=0)
+    env.close()
 
 
 def test_wandb_offline_run_is_written(tmp_path):
