@@ -63,6 +63,14 @@ def build() -> str:
                      f"{mean_std([100 * r['test/exact_match'] for r in rs])} | {sv('mem/enc_saving_actual')} / "
                      f"{sv('mem/enc_saving_info')} | {sv('mem/dec_saving_actual')} / {sv('mem/dec_saving_info')} |")
     hw = sorted({r["hardware"] for r in runs})
+    lines += ["", "Reading: with the paper's attention choice (embeddings + a hidden slice), the RevLSTM trained by "
+              "reversal learns the task as well as the ordinary LSTM/GRU with full attention once trained long enough "
+              "(30 epochs: BLEU 98.2 vs 99.5 / 99.0) while its encoder stores 9.2x fewer bits (12.5x by information) "
+              "and its decoder 20x (34x); at 10 epochs the reversible models are still far behind (BLEU ~44). The "
+              "RevGRU learns more slowly (82.6 at 30 epochs). Embeddings alone or the slice alone are not enough here "
+              "(BLEU 6-8): the embeddings carry no position and the 8-unit slice too little content, and this task's "
+              "reordering needs both. `full` attention stores every hidden state, so the encoder saves nothing "
+              "(the LSTM's 1.8x is its cell state); the buffer figures come from each run's last training batch."]
     lines += ["", "Paper (MacKay et al. 2018, Multi30K, as stated in issue #7): with attention over embeddings + 20 "
               "hidden units, 5-10x activation-memory savings in the encoder and 10-15x in the decoder, BLEU matching "
               "or beating ordinary GRU/LSTM models. Not run here at that scale (no GPU); the Multi30K and IWSLT "
@@ -70,7 +78,7 @@ def build() -> str:
     lines += [f"- `{r['command']}` ({r['wall_s']:.0f} s)" for rs in groups.values() for r in rs]
     rev = {k: v for k, v in groups.items() if k[2] == 10 and "mem/enc_saving_actual" in v[0]}
     if rev:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.0), sharey=True)
         for ax, side in zip(axes, ("enc", "dec")):
             labels, act, info = [], [], []
             for (exp, att, _), rs in sorted(rev.items(), key=lambda kv: key(kv[0])):
@@ -85,8 +93,9 @@ def build() -> str:
             ax.set_title("encoder" if side == "enc" else "decoder", fontsize=10)
             ax.axhline(1.0, color="0.5", lw=0.8)
         axes[0].set_ylabel("hidden-state memory saving vs BPTT (x)")
-        axes[0].legend(fontsize=8)
-        fig.tight_layout()
+        handles, labels_ = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels_, loc="lower center", ncol=2, fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0.07, 1, 1))
         fig.savefig(OUT / "savings.png", dpi=110)
         fig.savefig(OUT / "savings.pdf")
         plt.close(fig)
