@@ -22,6 +22,18 @@ from runners.core import DataMissingError, UserError
 PLANETOID_URL = "https://github.com/kimiyoung/planetoid/raw/master/data"
 PLANETOID_FILES = ["x", "tx", "allx", "y", "ty", "ally", "graph", "test.index"]
 PPI_URL = "https://data.dgl.ai/dataset/ppi.zip"
+# MD5 of the raw files as kimiyoung/planetoid distributes them (computed from the copy this project was
+# developed with); PubMed's are not recorded, so it is not verified.
+PLANETOID_MD5 = {
+    "Cora": {"allx": "c9083193a57057dd1238321e140194d7", "ally": "125d70817fe1fdbfdcad991995e81579",
+             "graph": "b37c419cec179f45834467630c278e4c", "test.index": "9b822cae1d01f41e8bf8782e20367c0e",
+             "tx": "b29c36916768e1d2f55391c1aa9317ac", "ty": "48bf43f54fa5b86089a4bd0299795f10",
+             "x": "190831eee19d8f330d89d94b40a65c5a", "y": "78344284e3ff7fd24eb9c307d51351eb"},
+    "CiteSeer": {"allx": "28486b4b9c4ee076b4eee2febd89ba86", "ally": "f0df7e5f859245e32987bfd224d01657",
+                 "graph": "5f88483d5f5cc2b26b987bbbfb695005", "test.index": "70af39d4dff8aaa5c63f8dc526b16534",
+                 "tx": "c25ab826a7e95c0922ab625de705f7df", "ty": "356894a73b7a7eff43c3580f2fcf92a4",
+                 "x": "baeb0100b5a8af8d41f928113ce0a4e5", "y": "8b99f50aa950fbbf9a7a2b71ff9cac97"},
+}
 
 
 @dataclass
@@ -111,14 +123,23 @@ def community_small(n_graphs: int = 100, seed: int = 123) -> list[Graph]:
     return [graphs[i] for i in order]
 
 
-def planetoid_root(root: Path, name: str, cache: Path, download: bool) -> Path:
+def planetoid_root(root: Path, name: str, cache: Path, download: bool, verify: bool = False) -> Path:
     """A writable root holding ``<Name>/raw`` for torch-geometric's ``Planetoid``; raw files under a
-    read-only ``root`` (e.g. ../shared/data/planetoid) are copied to ``cache`` first."""
+    read-only ``root`` (e.g. ../shared/data/planetoid) are copied to ``cache`` first. ``verify`` checks the
+    raw files' MD5 (Cora, CiteSeer)."""
+    import hashlib
+
     raw = root / name / "raw"
     missing = [f for f in PLANETOID_FILES if not (raw / f"ind.{name.lower()}.{f}").exists()]
     if missing and not download:
         raise DataMissingError(f"Planetoid {name} raw files missing in {raw} (e.g. ind.{name.lower()}.{missing[0]}); "
                                f"offline: put the files from {PLANETOID_URL} there, or set data.download=true")
+    if verify and not missing and name in PLANETOID_MD5:
+        for f, md5 in PLANETOID_MD5[name].items():
+            path = raw / f"ind.{name.lower()}.{f}"
+            if hashlib.md5(path.read_bytes()).hexdigest() != md5:
+                raise UserError(f"{path}: MD5 mismatch (expected {md5}); replace it with the file from {PLANETOID_URL} "
+                                f"or set data.verify_md5=false")
     if missing or os.access(root / name, os.W_OK):
         return root
     dst = cache / name / "raw"
@@ -129,17 +150,17 @@ def planetoid_root(root: Path, name: str, cache: Path, download: bool) -> Path:
     return cache
 
 
-def load_planetoid(root: Path, name: str, cache: Path, download: bool = False):
+def load_planetoid(root: Path, name: str, cache: Path, download: bool = False, verify: bool = False):
     from torch_geometric.datasets import Planetoid
 
-    return Planetoid(str(planetoid_root(Path(root), name, Path(cache), download)), name, split="public")[0]
+    return Planetoid(str(planetoid_root(Path(root), name, Path(cache), download, verify)), name, split="public")[0]
 
 
 def ego_small(root: Path, cache: Path, n_graphs: int = 200, seed: int = 123, download: bool = False,
-              min_nodes: int = 4, max_nodes: int = 20) -> list[Graph]:
+              min_nodes: int = 4, max_nodes: int = 20, verify: bool = False) -> list[Graph]:
     """GraphRNN's ``citeseer_small``: largest connected component of CiteSeer, the radius-1 ego graph of
     every node, kept when it has 4..20 nodes, shuffled with ``seed``, the first 200."""
-    data = load_planetoid(root, "CiteSeer", cache, download)
+    data = load_planetoid(root, "CiteSeer", cache, download, verify)
     e = data.edge_index.numpy().T
     g = largest_component(data.num_nodes, e[e[:, 0] < e[:, 1]])
     adj = g.adjacency()

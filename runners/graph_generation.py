@@ -43,7 +43,8 @@ def load_graphs(dc, project_root: Path) -> list[Graph]:
     elif dc.name == "community_small":
         graphs = community_small(dc.n_graphs, dc.seed)
     elif dc.name == "ego_small":
-        graphs = ego_small(path(dc.root) / "planetoid", path(dc.cache) / "planetoid", dc.n_graphs, dc.seed, dc.download)
+        graphs = ego_small(path(dc.root) / "planetoid", path(dc.cache) / "planetoid", dc.n_graphs, dc.seed, dc.download,
+                           verify=dc.verify_md5)
     else:
         raise UserError(f"unknown graph set '{dc.name}' (community_small | ego_small, or data.path=<file.jsonl>)")
     return [check_graph(g, dc.max_nodes, f"graph {i}") for i, g in enumerate(graphs)]

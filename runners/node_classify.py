@@ -30,7 +30,7 @@ class Data:
         cache = Path(dc.cache) if Path(dc.cache).is_absolute() else project_root / dc.cache
         self.name = dc.name
         if dc.name in ("Cora", "CiteSeer", "PubMed"):
-            g = load_planetoid(root / "planetoid", dc.name, cache / "planetoid", dc.download)
+            g = load_planetoid(root / "planetoid", dc.name, cache / "planetoid", dc.download, dc.verify_md5)
             if dc.get("normalize_features", True):   # row-normalised bag-of-words, as GCN/GAT preprocess
                 g.x = g.x / g.x.sum(1, keepdim=True).clamp_min(1)
             self.multilabel = False

@@ -164,3 +164,6 @@ def test_ego_small_from_planetoid_fixture(tmp_path, monkeypatch):
     assert all((g.adjacency().sum(1) == g.num_nodes - 1).any() for g in gs)
     with pytest.raises(UserError, match="raw files missing.*kimiyoung/planetoid"):
         ego_small(tmp_path / "nowhere", tmp_path / "cache2")
+    # the fixture is not the real CiteSeer: with verification on, the first file's MD5 is a clear error
+    with pytest.raises(UserError, match=r"ind.citeseer.allx: MD5 mismatch .*data.verify_md5=false"):
+        ego_small(tmp_path / "ro" / "planetoid", tmp_path / "cache3", verify=True)
