@@ -71,6 +71,14 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def file_digest(path, algorithm: str = "md5") -> str:
+    """Hex digest of a file, read in chunks (archives and datasets can be large)."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, algorithm).hexdigest()
+
+
 def check_finite(loss: torch.Tensor, step: int, ckpt: "Checkpointer | None" = None) -> None:
     """Stop with a one-line error at the first non-finite loss; the last good checkpoint is kept."""
     if not bool(torch.isfinite(loss).all()):
@@ -179,7 +187,6 @@ def peak_memory_bytes(fn, device: torch.device) -> int:
         fn()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
-    os.environ.setdefault("KINETO_LOG_LEVEL", "5")   # no "gpuGetDeviceCount failed" noise on CPU-only hosts
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     events = sorted((e for e in prof.events() if e.cpu_memory_usage != 0 or e.self_cpu_memory_usage != 0),

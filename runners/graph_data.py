@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runners.core import DataMissingError, UserError
+from runners.core import DataMissingError, UserError, file_digest
 
 PLANETOID_URL = "https://github.com/kimiyoung/planetoid/raw/master/data"
 PLANETOID_FILES = ["x", "tx", "allx", "y", "ty", "ally", "graph", "test.index"]
@@ -127,8 +127,6 @@ def planetoid_root(root: Path, name: str, cache: Path, download: bool, verify: b
     """A writable root holding ``<Name>/raw`` for torch-geometric's ``Planetoid``; raw files under a
     read-only ``root`` (e.g. ../shared/data/planetoid) are copied to ``cache`` first. ``verify`` checks the
     raw files' MD5 (Cora, CiteSeer)."""
-    import hashlib
-
     raw = root / name / "raw"
     missing = [f for f in PLANETOID_FILES if not (raw / f"ind.{name.lower()}.{f}").exists()]
     if missing and not download:
@@ -137,7 +135,7 @@ def planetoid_root(root: Path, name: str, cache: Path, download: bool, verify: b
     if verify and not missing and name in PLANETOID_MD5:
         for f, md5 in PLANETOID_MD5[name].items():
             path = raw / f"ind.{name.lower()}.{f}"
-            if hashlib.md5(path.read_bytes()).hexdigest() != md5:
+            if file_digest(path) != md5:
                 raise UserError(f"{path}: MD5 mismatch (expected {md5}); replace it with the file from {PLANETOID_URL} "
                                 f"or set data.verify_md5=false")
     if missing or os.access(root / name, os.W_OK):

@@ -8,26 +8,17 @@ costs more than the forward pass. ImageNet keeps torchvision's per-image transfo
 """
 from __future__ import annotations
 
-import hashlib
 import pickle
 from pathlib import Path
 
 import torch
 from torchvision import datasets, transforms
 
-from runners.core import DataMissingError, UserError
+from runners.core import DataMissingError, UserError, file_digest
 
 CIFAR_MEAN = {10: (0.4914, 0.4822, 0.4465), 100: (0.5071, 0.4865, 0.4409)}
 CIFAR_STD = {10: (0.2470, 0.2435, 0.2616), 100: (0.2673, 0.2564, 0.2762)}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _files(cls) -> list[tuple[str, str]]:
@@ -71,7 +62,7 @@ def load_cifar(root: Path, n_classes: int, download: bool = False, verify_md5: b
                                f"{cls.url} and extract it into {root}, or set data.download=true")
     if verify_md5:
         for name, md5 in _files(cls):
-            got = _md5(folder / name)
+            got = file_digest(folder / name)
             if got != md5:
                 raise UserError(f"MD5 mismatch for {folder / name}: expected {md5}, got {got} "
                                 f"(re-download {cls.url}, or set data.verify_md5=false)")

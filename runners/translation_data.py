@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runners.core import DataMissingError, UserError
+from runners.core import DataMissingError, UserError, file_digest
 
 MULTI30K = {   # archive, SHA-256, files inside
     "train": ("http://www.quest.dcs.shef.ac.uk/wmt16_files_mmt/training.tar.gz",
@@ -39,14 +39,6 @@ PAD, UNK, BOS, EOS = range(4)
 UNK_POLICIES = ("unk", "error")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def multi30k_dir(root: Path, download: bool) -> Path:
     d = Path(root) / "multi30k"
     for split, (url, sha, files) in MULTI30K.items():
@@ -58,7 +50,7 @@ def multi30k_dir(root: Path, download: bool) -> Path:
         d.mkdir(parents=True, exist_ok=True)
         archive = d / Path(url).name
         urllib.request.urlretrieve(url, archive)
-        if _sha256(archive) != sha:
+        if file_digest(archive, "sha256") != sha:
             raise UserError(f"{archive}: SHA-256 mismatch (expected {sha}); delete it and retry")
         with tarfile.open(archive) as tar:
             tar.extractall(d, filter="data")
