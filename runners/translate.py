@@ -142,7 +142,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
     n_train = len(data.ids["train"][0])
     steps_per_epoch = math.ceil(n_train / tc.batch_size)
     ckpt = Checkpointer(run_dir, cfg.checkpoint.every)
-    epoch, step, wandb_id = 0, 0, None
+    epoch, batch_i, step, wandb_id = 0, 0, 0, None
     best = {"val": float("inf"), "epoch": 0}
     state = ckpt.resume_state(cfg.resume, device)
     if state is not None:
@@ -150,23 +150,27 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
         check_vocab(state["tgt_vocab"], data.tgt_vocab, "target")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        epoch, step, best, wandb_id = state["epoch"], state["step"], state["best"], state["wandb_id"]
+        epoch, batch_i, step, best, wandb_id = (state["epoch"], state["batch"], state["step"], state["best"],
+                                                state["wandb_id"])
     tracker = Tracker(cfg, run_dir, total_steps=tc.epochs * steps_per_epoch, start_step=step, wandb_id=wandb_id)
 
     def snapshot():
-        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "step": step, "best": best,
+        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "batch": batch_i, "step": step, "best": best,
                 "wandb_id": tracker.wandb_id, "src_vocab": data.src_vocab.fingerprint(),
                 "tgt_vocab": data.tgt_vocab.fingerprint()}
 
     failed = True
     mem: dict = {}
+    last = None   # (source mask, target mask, reversal accounting) of the latest batch, for the memory figures
     try:
         with ckpt:
             while epoch < tc.epochs:
                 model.train()
                 rng = np.random.default_rng(cfg.seed * 1000003 + epoch)
-                t0, loss_sum, n = time.perf_counter(), 0.0, 0
-                for _, s, sm, t, tm in data.batches("train", tc.batch_size, rng):
+                t0, loss_sum, n = time.perf_counter(), torch.zeros((), device=device), 0
+                for i, (_, s, sm, t, tm) in enumerate(data.batches("train", tc.batch_size, rng)):
+                    if i < batch_i:      # resumed mid-epoch: the epoch's batch order is seeded, skip the done ones
+                        continue
                     s, sm, t, tm = s.to(device), sm.to(device), t.to(device), tm.to(device)
                     opt.zero_grad(set_to_none=True)
                     acct = None
@@ -181,16 +185,17 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                     if tc.clip:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
                     opt.step()
-                    step += 1
-                    loss_sum, n = loss_sum + loss.item(), n + 1
-                    if model.reversible:
-                        mem = memory_stats(model, sm, tm, acct)
+                    step, batch_i = step + 1, i + 1
+                    loss_sum, n = loss_sum + loss.detach(), n + 1
+                    last = (sm, tm, acct)
                     if step % tc.log_every == 0:
-                        tracker.log({"train/loss": loss_sum / n, "epoch": epoch + n / steps_per_epoch,
+                        mem = memory_stats(model, *last) if model.reversible else {}
+                        tracker.log({"train/loss": loss_sum.item() / n, "epoch": epoch + batch_i / steps_per_epoch,
                                      "perf/sentences_per_s": n * tc.batch_size / max(time.perf_counter() - t0, 1e-9),
                                      **mem}, step)
+                    ckpt.after_step(snapshot, step)
                     tracker.advance(step)
-                epoch += 1
+                epoch, batch_i = epoch + 1, 0
                 val = evaluate(model, data, "valid", tc.eval_batch_size, device)
                 if val["valid/loss"] < best["val"]:
                     best = {"val": val["valid/loss"], "epoch": epoch}
@@ -208,6 +213,8 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
         scores = bleu(hyps, refs_raw, refs_tok, data.moses, data.tgt_lang)
         exact = float(np.mean([h == r for h, r in zip(hyps, refs_tok)]))
         (run_dir / "test_hypotheses.txt").write_text("".join(" ".join(h) + "\n" for h in hyps))
+        if model.reversible and last is not None:
+            mem = memory_stats(model, *last)
         summary = tracker.write_summary({**test, **scores, "test/exact_match": exact, **mem,
                                          "best_epoch": best["epoch"], "train/epochs": epoch, "train/steps": step,
                                          "cell": mc.cell, "attention": mc.attention, "seed": cfg.seed,

@@ -114,3 +114,14 @@ def test_reversal_gradients_match_autograd(cell, attention, length):
     else:
         cos = torch.dot(a, b) / (a.norm() * b.norm())
         assert torch.rad2deg(torch.arccos(cos.clamp(max=1.0))) < 1.0
+
+
+def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
+    from sigterm import sigterm_then_resume
+
+    args = ["experiment=revgru_synthetic", "smoke=true", f"data.root={tmp_path}/data", "train.epochs=2",
+            "data.n_train=80", "data.max_sentences=80", "checkpoint.every=100", *QUIET]   # 10 batches an epoch
+    full, resumed, stopped = sigterm_then_resume(tmp_path, args, total_key="train/steps", min_lines=1)
+    assert stopped["batch"] > 0                              # stopped inside an epoch, not at its end
+    for k in ("test/loss", "test/bleu", "test/token_acc", "mem/enc_saving_actual", "train/steps"):
+        assert resumed[k] == full[k], k
