@@ -192,18 +192,23 @@ def complete_edges(batch: torch.Tensor) -> torch.Tensor:
     return torch.stack([src[keep], dst[keep]])
 
 
-def to_batch(graphs: list[Graph], device: torch.device | str = "cpu", self_loops: bool = False):
-    """A torch-geometric ``Batch``: ``edge_index`` both directions (optionally with self-loops),
-    ``batch`` vector, and the dense targets for the auto-encoder's pair loss."""
-    from torch_geometric.data import Batch, Data
+def to_data(g: Graph, self_loops: bool = False):
+    """One graph as a torch-geometric ``Data``: ``edge_index`` both directions, optionally with self-loops."""
+    from torch_geometric.data import Data
 
-    items = []
-    for g in graphs:
-        e = g.without_self_loops().edges
-        ei = np.concatenate([e, e[:, ::-1]]).T
-        if self_loops:
-            ei = np.concatenate([ei, np.tile(np.arange(g.num_nodes), (2, 1))], 1)
-        items.append(Data(edge_index=torch.from_numpy(np.ascontiguousarray(ei)), num_nodes=g.num_nodes))
+    e = g.without_self_loops().edges
+    ei = np.concatenate([e, e[:, ::-1]]).T
+    if self_loops:
+        ei = np.concatenate([ei, np.tile(np.arange(g.num_nodes), (2, 1))], 1)
+    return Data(edge_index=torch.from_numpy(np.ascontiguousarray(ei)), num_nodes=g.num_nodes)
+
+
+def to_batch(graphs: list, device: torch.device | str = "cpu", self_loops: bool = False):
+    """A torch-geometric ``Batch`` (``edge_index``, ``batch`` vector) of graphs, or of ``to_data`` items
+    converted once beforehand (the training loop's case)."""
+    from torch_geometric.data import Batch
+
+    items = [to_data(g, self_loops) if isinstance(g, Graph) else g for g in graphs]
     return Batch.from_data_list(items).to(device)
 
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from models.gnf import FlowNumericalError, GraphEncoder, GraphFlow, decoder_logits
 from runners.core import Checkpointer, Tracker, UserError, check_finite
 from runners.graph_data import (Graph, adjacency_targets, check_graph, community_small, complete_edges, ego_small,
-                                read_jsonl, split, to_batch, write_jsonl)
+                                read_jsonl, split, to_batch, to_data, write_jsonl)
 from runners.graph_mmd import graph_mmd, match_sizes
 
 STATS = ("degree", "clustering", "orbit")
@@ -130,14 +130,16 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
     failed = True
     try:
         with ckpt:
-            t0, loss_sum, acc_sum, n_log = time.perf_counter(), 0.0, 0.0, 0
+            train_items = [to_data(g, self_loops=True) for g in train_g]   # converted once, batched per step
+            zero = torch.zeros((), device=device)
+            t0, loss_sum, acc_sum, n_log = time.perf_counter(), zero, zero, 0
             while epoch < tc.ae_epochs + tc.flow_epochs:
                 phase = "ae" if epoch < tc.ae_epochs else "flow"
                 encoder.train(phase == "ae")
                 flow.train(phase == "flow")
                 order = torch.randperm(len(train_g), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
                 for i in range(batch_i, steps_per_epoch):
-                    b = to_batch([train_g[j] for j in order[i * bs:(i + 1) * bs].tolist()], device, self_loops=True)
+                    b = to_batch([train_items[j] for j in order[i * bs:(i + 1) * bs].tolist()], device)
                     if phase == "ae":
                         loss, acc = ae_loss(encoder, b, mc.temperature)
                         opt = opt_ae
@@ -158,18 +160,19 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                         torch.nn.utils.clip_grad_norm_(encoder.parameters() if phase == "ae" else flow.parameters(), tc.clip)
                     opt.step()
                     batch_i, step = i + 1, step + 1
-                    loss_sum += loss.item()
-                    acc_sum += acc.item()
+                    loss_sum = loss_sum + loss.detach()
+                    acc_sum = acc_sum + acc.detach()
                     n_log += 1
                     if step % tc.log_every == 0:
-                        row = {f"{phase}/loss": loss_sum / n_log, "epoch": epoch + batch_i / steps_per_epoch,
+                        loss_mean = loss_sum.item() / n_log
+                        row = {f"{phase}/loss": loss_mean, "epoch": epoch + batch_i / steps_per_epoch,
                                "perf/graphs_per_s": n_log * bs / max(time.perf_counter() - t0, 1e-9)}
                         if phase == "ae":
-                            row["ae/pair_acc"] = acc_sum / n_log
+                            row["ae/pair_acc"] = acc_sum.item() / n_log
                         else:
-                            row["flow/nll_per_dim"] = loss_sum / n_log / mc.dim
+                            row["flow/nll_per_dim"] = loss_mean / mc.dim
                         tracker.log(row, step)
-                        t0, loss_sum, acc_sum, n_log = time.perf_counter(), 0.0, 0.0, 0
+                        t0, loss_sum, acc_sum, n_log = time.perf_counter(), zero, zero, 0
                     ckpt.after_step(snapshot, step)
                     tracker.advance(step)
                 epoch, batch_i = epoch + 1, 0
