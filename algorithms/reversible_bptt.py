@@ -182,7 +182,7 @@ def seq2seq_step(model, src: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Te
             s_prev = tuple(to_float(p).requires_grad_(True) for p in prev)
             s_next = cell.step_float(x_leaf[t], s_prev, fixed_next=Sx)
             s_next = tuple(torch.where(mask[t], a, b) for a, b in zip(s_next, s_prev))
-            grads = [gi.clone() for gi in g]
+            grads = list(g)
             extra(t, grads)
             torch.autograd.backward(s_next, grads)
             g = [sp.grad for sp in s_prev]
@@ -192,8 +192,8 @@ def seq2seq_step(model, src: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Te
     def add_out(t, grads):
         grads[0] = grads[0] + g_out[t]
 
-    def add_slice(t, grads):
-        grads[0][:, :k] += g_sl[t]
+    def add_slice(t, grads):   # the memory slice is the first k units of the output h
+        grads[0] = grads[0] + F.pad(g_sl[t], (0, enc.hidden_size - k))
 
     # 3. decoder backwards to its initial state (= the encoder's final state), then the encoder
     zero = [torch.zeros(B, dec.hidden_size, device=src.device) for _ in range(dec.n_states)]
