@@ -129,41 +129,56 @@ def lm_step(model, words: torch.Tensor, targets: torch.Tensor, state: list, ar_a
 
 
 def seq2seq_step(model, src: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Tensor, tgt_mask: torch.Tensor):
-    """One minibatch of ``models.seq2seq.Seq2Seq`` with reversible cells, gradients by reversal
-    (accumulated into ``.grad``). ``tgt`` includes <s> ... </s>; the decoder reads tgt[:-1] and predicts
-    tgt[1:]. Returns (mean cross-entropy per target token, {"enc"|"dec": (buffer bits at their peak,
-    information bits)}).
+    """One minibatch of ``models.seq2seq.Seq2Seq`` with reversible cells (any number of layers per side),
+    gradients by reversal (accumulated into ``.grad``). ``tgt`` includes <s> ... </s>; the decoder reads
+    tgt[:-1] and predicts tgt[1:]. Returns (mean cross-entropy per target token, {"enc"|"dec": (buffer
+    bits at their peak, information bits)}, summed over layers).
 
     Encoder and decoder run once without grad in fixed point, filling their bit stacks; only what the
-    attention and the softmax need is kept: the decoder outputs, the source embeddings and the encoder's
-    hidden slice (the attention memory, stored explicitly). The loss is backpropagated to those; then the
-    decoder is reversed step by step (its state gradient ends at its initial state, the encoder's final
-    state), then the encoder, adding the memory-slice gradient to each step's output. Padded steps are
-    masked no-ops both ways. Both states and stacks must come back exactly to their start (checked).
+    attention and the softmax need is kept: the decoder's top outputs, the source embeddings and the top
+    encoder layer's hidden slice (the attention memory, stored explicitly). The loss is backpropagated to
+    those; then the decoder is reversed step by step, layers top to bottom within a step (its state
+    gradients end at its initial states, the encoder's final states), then the encoder, adding the
+    memory-slice gradient to each step's top output. Dropout between layers uses masks sampled once, so
+    both directions agree. Padded steps are masked no-ops both ways. Every state and stack must come back
+    exactly to its start (checked).
     """
-    enc, dec = model.enc.cell, model.dec.cell
+    enc = [layer.cell for layer in model.enc]
+    dec = [layer.cell for layer in model.dec]
+    L = len(enc)
     S, B = src.shape
     T = tgt.size(0) - 1
+    dev = src.device
     k = model.hidden if model.attention == "full" else model.k
     e_src = model.drop(model.src_emb(src))
     e_tgt = model.drop(model.tgt_emb(tgt[:-1]))
     xs, xt = e_src.detach().requires_grad_(True), e_tgt.detach().requires_grad_(True)
     ms, mt = src_mask[:, :, None], tgt_mask[:-1, :, None]
+    p = model.drop.p
+    drop_e = [None] + [_locked_mask((S, B, model.hidden), p, model.training, dev) for _ in range(1, L)]
+    drop_d = [None] + [_locked_mask((T, B, model.hidden), p, model.training, dev) for _ in range(1, L)]
+
+    def layer_input(cells, l, Sx, x0, drops, t):
+        return x0 if l == 0 else _apply(cells[l - 1].output(Sx[l - 1]), None if drops[l] is None else drops[l][t])
 
     # 1. no-grad fixed-point forward, encoder then decoder
-    stack_e, stack_d = enc.new_stack(B, src.device), dec.new_stack(B, src.device)
-    init = enc.init_state(B, src.device)
-    Se, slices, outs = init, [], []
+    stack_e = [c.new_stack(B, dev) for c in enc]
+    stack_d = [c.new_stack(B, dev) for c in dec]
+    init = [c.init_state(B, dev) for c in enc]
+    Se, slices, outs = list(init), [], []
     with torch.no_grad():
         for s in range(S):
-            Se = enc.step_fixed(xs[s], Se, stack_e, ms[s])
-            slices.append(enc.output(Se)[:, :k])
-        enc_final = Se
-        Sd = Se
+            for l in range(L):
+                Se[l] = enc[l].step_fixed(layer_input(enc, l, Se, xs[s], drop_e, s), Se[l], stack_e[l], ms[s])
+            slices.append(enc[-1].output(Se[-1])[:, :k])
+        enc_final = list(Se)
+        Sd = list(Se)
         for t in range(T):
-            Sd = dec.step_fixed(xt[t], Sd, stack_d, mt[t])
-            outs.append(dec.output(Sd))
-    acct = {"enc": (stack_e.bits(), stack_e.info_bits), "dec": (stack_d.bits(), stack_d.info_bits)}
+            for l in range(L):
+                Sd[l] = dec[l].step_fixed(layer_input(dec, l, Sd, xt[t], drop_d, t), Sd[l], stack_d[l], mt[t])
+            outs.append(dec[-1].output(Sd[-1]))
+    acct = {side: (sum(st.bits() for st in stacks), sum(st.info_bits for st in stacks))
+            for side, stacks in (("enc", stack_e), ("dec", stack_d))}
 
     # 2. loss through attention and softmax on the kept tensors
     sl = torch.stack(slices).requires_grad_(True)
@@ -175,33 +190,45 @@ def seq2seq_step(model, src: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Te
     g_out = dec_out.grad
     g_sl = sl.grad if sl.grad is not None else torch.zeros_like(sl)
 
-    def reverse(cell, x_leaf, mask, S_end, stack, g, extra):
-        Sx = S_end
+    def reverse(cells, x_leaf, mask, S_end, stacks, drops, g, extra):
+        """Reverse a layer stack from S_end to its initial states; g: per-layer state gradients at the end."""
+        Sx, g = list(S_end), [list(gl) for gl in g]
         for t in range(x_leaf.size(0) - 1, -1, -1):
-            prev = cell.reverse_fixed(x_leaf[t].detach(), Sx, stack, mask[t])
-            s_prev = tuple(to_float(p).requires_grad_(True) for p in prev)
-            s_next = cell.step_float(x_leaf[t], s_prev, fixed_next=Sx)
-            s_next = tuple(torch.where(mask[t], a, b) for a, b in zip(s_next, s_prev))
-            grads = list(g)
-            extra(t, grads)
-            torch.autograd.backward(s_next, grads)
-            g = [sp.grad for sp in s_prev]
-            Sx = prev
+            for l in range(L - 1, -1, -1):
+                c = cells[l]
+                if l == 0:
+                    below, x_in = None, x_leaf[t]
+                else:
+                    below = cells[l - 1].output(Sx[l - 1]).requires_grad_(True)
+                    x_in = _apply(below, None if drops[l] is None else drops[l][t])
+                prev = c.reverse_fixed(x_in.detach(), Sx[l], stacks[l], mask[t])
+                s_prev = tuple(to_float(q).requires_grad_(True) for q in prev)
+                s_next = c.step_float(x_in, s_prev, fixed_next=Sx[l])
+                s_next = tuple(torch.where(mask[t], a, b) for a, b in zip(s_next, s_prev))
+                grads = g[l]
+                if l == L - 1:
+                    extra(t, grads)
+                torch.autograd.backward(s_next, grads)
+                g[l] = [sp.grad for sp in s_prev]
+                if below is not None:
+                    g[l - 1][0] = g[l - 1][0] + below.grad
+                Sx[l] = prev
         return Sx, g
 
     def add_out(t, grads):
         grads[0] = grads[0] + g_out[t]
 
-    def add_slice(t, grads):   # the memory slice is the first k units of the output h
-        grads[0] = grads[0] + F.pad(g_sl[t], (0, enc.hidden_size - k))
+    def add_slice(t, grads):   # the memory slice is the first k units of the top layer's output h
+        grads[0] = grads[0] + F.pad(g_sl[t], (0, enc[-1].hidden_size - k))
 
-    # 3. decoder backwards to its initial state (= the encoder's final state), then the encoder
-    zero = [torch.zeros(B, dec.hidden_size, device=src.device) for _ in range(dec.n_states)]
-    Sd0, g = reverse(dec, xt, mt, Sd, stack_d, zero, add_out)
-    Se0, _ = reverse(enc, xs, ms, Sd0, stack_e, g, add_slice)
-    if not (all(torch.equal(a, b) for a, b in zip(Sd0, enc_final)) and stack_d.empty()):
-        raise RuntimeError("reversal did not restore the decoder's initial state exactly")
-    if not (all(torch.equal(a, b) for a, b in zip(Se0, init)) and stack_e.empty()):
-        raise RuntimeError("reversal did not restore the encoder's initial state exactly")
+    # 3. decoder backwards to its initial states (= the encoder's final states), then the encoder
+    zero = [[torch.zeros(B, c.hidden_size, device=dev) for _ in range(c.n_states)] for c in dec]
+    Sd0, g = reverse(dec, xt, mt, Sd, stack_d, drop_d, zero, add_out)
+    Se0, _ = reverse(enc, xs, ms, Sd0, stack_e, drop_e, g, add_slice)
+    for l in range(L):
+        if not (all(torch.equal(a, b) for a, b in zip(Sd0[l], enc_final[l])) and stack_d[l].empty()):
+            raise RuntimeError(f"reversal did not restore decoder layer {l}'s initial state exactly")
+        if not (all(torch.equal(a, b) for a, b in zip(Se0[l], init[l])) and stack_e[l].empty()):
+            raise RuntimeError(f"reversal did not restore encoder layer {l}'s initial state exactly")
     torch.autograd.backward([e_src, e_tgt], [xs.grad, xt.grad])
     return loss.detach(), acct

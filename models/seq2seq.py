@@ -1,7 +1,8 @@
 """Attention encoder-decoder for the reversible-RNN translation experiments (MacKay et al. 2018, sec. 5.2).
 
-One recurrent layer each side (torch GRU/LSTM, or the fixed-point RevGRU/RevLSTM of models/revrnn.py),
-Luong "general" global attention on top of the decoder's outputs (no input feeding, so the decoder RNN
+``layers`` recurrent layers each side (torch GRU/LSTM, or stacks of the fixed-point RevGRU/RevLSTM of
+models/revrnn.py; decoder layer l starts from encoder layer l's final state; dropout between layers),
+Luong "general" global attention on top of the decoder's top-layer outputs (no input feeding, so the decoder RNN
 runs over the target in one pass and attention needs no state of its own):
 
     score(h_t, m_s) = h_t^T W_a m_s,   c_t = sum_s softmax(score) m_s,   h~_t = tanh(W_c [c_t; h_t]),
@@ -9,7 +10,7 @@ runs over the target in one pass and attention needs no state of its own):
 
 The attention memory m_s is the paper's choice among ``full`` (every encoder hidden state: the baseline,
 which defeats reversal), ``emb`` (the source embeddings), ``slice`` (the first k hidden units, stored
-explicitly) and ``emb+slice`` ("Emb+20H"). Padded source positions are masked out of the attention, and
+explicitly) and ``emb+slice`` ("Emb+20H"); the hidden slice is taken from the top encoder layer. Padded source positions are masked out of the attention, and
 padded time steps leave the recurrent state untouched (per-example masks, also inside exact forgetting).
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ PAD, BOS, EOS = 0, 2, 3
 
 class Seq2Seq(nn.Module):
     def __init__(self, src_vocab: int, tgt_vocab: int, emb: int = 300, hidden: int = 300, cell: str = "gru",
-                 attention: str = "emb+slice", slice_units: int = 20, max_forget_bits=3, dropout: float = 0.2):
+                 attention: str = "emb+slice", slice_units: int = 20, max_forget_bits=3, dropout: float = 0.2, layers: int = 1):
         super().__init__()
         if attention not in ATTENTION:
             raise ValueError(f"unknown attention memory '{attention}' ({' | '.join(ATTENTION)})")
@@ -35,28 +36,47 @@ class Seq2Seq(nn.Module):
             raise ValueError(f"unknown cell '{cell}' (gru | lstm | revgru | revlstm)")
         if "slice" in attention and not 0 < slice_units <= hidden:
             raise ValueError(f"slice_units must be in 1..{hidden}, got {slice_units}")
-        self.cell, self.attention, self.k, self.hidden = cell, attention, slice_units, hidden
+        if layers < 1:
+            raise ValueError(f"layers must be >= 1, got {layers}")
+        self.cell, self.attention, self.k, self.hidden, self.layers = cell, attention, slice_units, hidden, layers
         self.reversible = cell.startswith("rev")
         self.src_emb = nn.Embedding(src_vocab, emb, padding_idx=PAD)
         self.tgt_emb = nn.Embedding(tgt_vocab, emb, padding_idx=PAD)
         if self.reversible:
-            self.enc = RevLayer(emb, hidden, 0.0, max_forget_bits, cell)
-            self.dec = RevLayer(emb, hidden, 0.0, max_forget_bits, cell)
+            self.enc = nn.ModuleList(RevLayer(emb if l == 0 else hidden, hidden, 0.0, max_forget_bits, cell)
+                                     for l in range(layers))
+            self.dec = nn.ModuleList(RevLayer(emb if l == 0 else hidden, hidden, 0.0, max_forget_bits, cell)
+                                     for l in range(layers))
         else:
             rnn = nn.GRU if cell == "gru" else nn.LSTM
-            self.enc, self.dec = rnn(emb, hidden), rnn(emb, hidden)
+            between = dropout if layers > 1 else 0.0
+            self.enc = rnn(emb, hidden, num_layers=layers, dropout=between)
+            self.dec = rnn(emb, hidden, num_layers=layers, dropout=between)
         mem = {"full": hidden, "emb": emb, "slice": slice_units, "emb+slice": emb + slice_units}[attention]
         self.attn = nn.Linear(mem, hidden, bias=False)
         self.combine = nn.Linear(mem + hidden, hidden)
         self.out = nn.Linear(hidden, tgt_vocab)
         self.drop = nn.Dropout(dropout)
 
+    def _rev_stack(self, layers, x, states, mask, floats=None):
+        """Run a stack of RevLayers; returns top outputs, per-layer final states and their float twins."""
+        out_states, out_floats = [], []
+        for l, layer in enumerate(layers):
+            if l > 0:
+                x = self.drop(x)
+            x, st = layer(x, states[l], mask, state_float=None if floats is None else floats[l])
+            out_states.append(st)
+            out_floats.append(layer.last_float_state)
+        return x, out_states, out_floats
+
     # ---------------------------------------------------------------- encoder
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor):
-        """src [S, B] -> memory [S, B, m], encoder outputs [S, B, H], final state (at each last real token)."""
+        """src [S, B] -> memory [S, B, m], top encoder outputs [S, B, H], final state (at each last real
+        token; reversible: a list of per-layer states)."""
         e = self.drop(self.src_emb(src))
         if self.reversible:
-            outs, state = self.enc(e, self.enc.init_state(src.size(1), src.device), src_mask)
+            init = [layer.init_state(src.size(1), src.device) for layer in self.enc]
+            outs, state, self._enc_floats = self._rev_stack(self.enc, e, init, src_mask)
         else:
             lengths = src_mask.sum(0).cpu()
             packed, state = self.enc(pack_padded_sequence(e, lengths, enforce_sorted=False))
@@ -69,7 +89,8 @@ class Seq2Seq(nn.Module):
     def decoder_rnn(self, tgt_in: torch.Tensor, state, tgt_mask: torch.Tensor | None = None):
         d = self.drop(self.tgt_emb(tgt_in))
         if self.reversible:
-            return self.dec(d, state, tgt_mask)
+            out, st, _ = self._rev_stack(self.dec, d, state, tgt_mask)
+            return out, st
         return self.dec(d, state)   # padding sits after the real tokens: it never reaches a used output
 
     def attend(self, dec_out: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
@@ -81,9 +102,9 @@ class Seq2Seq(nn.Module):
 
     def forward(self, src, src_mask, tgt_in, tgt_mask):
         memory, _, state = self.encode(src, src_mask)
-        if self.reversible:   # the decoder starts from the encoder's final state, gradient included
-            dec_out, _ = self.dec(self.drop(self.tgt_emb(tgt_in)), state, tgt_mask,
-                                  state_float=self.enc.last_float_state)
+        if self.reversible:   # the decoder starts from the encoder's final states, gradient included
+            dec_out, _, _ = self._rev_stack(self.dec, self.drop(self.tgt_emb(tgt_in)), state, tgt_mask,
+                                            self._enc_floats)
         else:
             dec_out, _ = self.decoder_rnn(tgt_in, state, tgt_mask)
         return self.attend(dec_out, memory, src_mask)
@@ -142,6 +163,8 @@ class Seq2Seq(nn.Module):
 
 def _stack_states(states):
     first = states[0]
+    if isinstance(first, list):                  # reversible stack: one state tuple per layer
+        return [_stack_states([s[l] for s in states]) for l in range(len(first))]
     if isinstance(first, torch.Tensor):          # GRU: [1, 1, H]
         return torch.cat(states, 1)
     if first[0].dim() == 3:                      # LSTM: ([1, 1, H], [1, 1, H])
@@ -150,6 +173,8 @@ def _stack_states(states):
 
 
 def _pick_state(state, i: int):
+    if isinstance(state, list):
+        return [_pick_state(s, i) for s in state]
     if isinstance(state, torch.Tensor):
         return state[:, i:i + 1]
     if state[0].dim() == 3:

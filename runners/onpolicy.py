@@ -144,7 +144,7 @@ def build(cfg, env, device):
                      momentum=k.momentum, stat_decay=k.stat_decay, damping=k.damping, kl_clip=k.kl_clip,
                      eig_every=k.eig_every, stats_every=k.stats_every, cold_iters=k.cold_iters,
                      eig_eps=k.eig_eps, target_kl=ac.target_kl, critic_lr=ac.critic_lr,
-                     critic_kl_clip=ac.critic_kl_clip, **common)
+                     critic_kl_clip=ac.critic_kl_clip, critic_iters=ac.get("critic_iters", 1), **common)
     else:
         raise UserError(f"algo.name must be a2c or acktr, got '{ac.name}'")
     return model, algo, updates

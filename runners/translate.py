@@ -75,11 +75,15 @@ def memory_stats(model: Seq2Seq, src_mask, tgt_mask, acct: dict | None = None) -
     reversal; otherwise the layers' last stacks."""
     out = {}
     k = {"full": model.hidden, "slice": model.k, "emb+slice": model.k}.get(model.attention, 0)
-    for side, layer, mask in (("enc", model.enc, src_mask), ("dec", model.dec, tgt_mask[:-1])):
+    for side, layers, mask in (("enc", model.enc, src_mask), ("dec", model.dec, tgt_mask[:-1])):
         tokens = int(mask.sum())
-        bptt = 32 * tokens * model.hidden * layer.cell.n_states
+        bptt = 32 * tokens * model.hidden * sum(layer.cell.n_states for layer in layers)
         extra = 32 * tokens * k if side == "enc" else 0
-        bits, info = acct[side] if acct else (layer.last_stack.bits(), layer.last_stack.info_bits)
+        if acct:
+            bits, info = acct[side]
+        else:
+            bits = sum(layer.last_stack.bits() for layer in layers)
+            info = sum(layer.last_stack.info_bits for layer in layers)
         out[f"mem/{side}_saving_actual"] = bptt / max(bits + extra, 1)
         out[f"mem/{side}_saving_info"] = bptt / max(info + extra, 1e-9)
     return out
@@ -132,7 +136,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
     data = Data(cfg.data, project_root)
     try:
         model = Seq2Seq(len(data.src_vocab), len(data.tgt_vocab), mc.emb, mc.hidden, mc.cell, mc.attention,
-                        mc.slice_units, mc.max_forget_bits, mc.dropout).to(device)
+                        mc.slice_units, mc.max_forget_bits, mc.dropout, mc.layers).to(device)
     except ValueError as e:
         raise UserError(str(e)) from None
     opt = make_optimizer(model.parameters(), cfg)

@@ -33,10 +33,12 @@ def test_padded_batch_leaves_padded_examples_untouched_and_reverses_exactly(cell
     assert all(torch.equal(a, b) for a, b in zip(S, S0)) and stack.empty()
 
 
-@pytest.mark.parametrize("cell", ["gru", "lstm", "revgru", "revlstm"])
-def test_beam_of_width_one_is_greedy(cell):
+@pytest.mark.parametrize("cell,layers", [("gru", 1), ("lstm", 1), ("revgru", 1), ("revlstm", 1), ("lstm", 2),
+                                         ("revlstm", 2)])
+def test_beam_of_width_one_is_greedy(cell, layers):
     torch.manual_seed(0)
-    model = Seq2Seq(12, 11, emb=8, hidden=8, cell=cell, attention="emb+slice", slice_units=2, dropout=0.0).eval()
+    model = Seq2Seq(12, 11, emb=8, hidden=8, cell=cell, attention="emb+slice", slice_units=2, dropout=0.0,
+                    layers=layers).eval()
     src = torch.randint(4, 12, (6, 3))
     mask = torch.arange(6)[:, None] < torch.tensor([6, 4, 2])[None, :]
     src = src.masked_fill(~mask, 0)
@@ -85,15 +87,17 @@ def _grads(model, fn):
     return torch.cat([p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel()) for p in model.parameters()])
 
 
-@pytest.mark.parametrize("cell", ["revgru", "revlstm"])
-@pytest.mark.parametrize("attention", ["emb+slice", "full"])
+@pytest.mark.parametrize("cell,attention,layers", [("revgru", "emb+slice", 1), ("revgru", "full", 1),
+                                                   ("revlstm", "emb+slice", 1), ("revlstm", "full", 1),
+                                                   ("revgru", "emb+slice", 2), ("revlstm", "slice", 2)])
 @pytest.mark.parametrize("length", [1, 50])
-def test_reversal_gradients_match_autograd(cell, attention, length):
+def test_reversal_gradients_match_autograd(cell, attention, layers, length):
     import torch.nn.functional as F
     from algorithms.reversible_bptt import seq2seq_step
 
     torch.manual_seed(0)
-    model = Seq2Seq(15, 13, emb=8, hidden=10, cell=cell, attention=attention, slice_units=3, dropout=0.0)
+    model = Seq2Seq(15, 13, emb=8, hidden=10, cell=cell, attention=attention, slice_units=3, dropout=0.0,
+                    layers=layers)
     B = 3
     src_len = torch.tensor([length, max(1, length - 2), max(1, length // 2)])
     tgt_len = torch.tensor([length, max(1, length // 3), max(1, length - 1)])
