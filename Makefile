@@ -4,8 +4,14 @@ PIP     := .venv/bin/pip
 EXP     ?= fastweights_retrieval
 ARGS    ?=
 STAMP   := .venv/.installed-stamp
+# reproduce-*: LAUNCHER=basic (one run after another) | joblib (parallel here) | submitit_local | slurm;
+# DATA: data.root for experiments that read external data (PTB, Planetoid, CIFAR, ...)
+LAUNCHER ?= basic
+DATA    ?= data
+RUNS    ?= runs/reproduce
+PAPERS  := fastweights acktr revrnn lookahead gnf
 
-.PHONY: install test run bench-fastweights bench-acktr bench-lookahead results-fastweights results-acktr results-lookahead results-revrnn bench-gnf results-gnf clean-venv
+.PHONY: install test run reproduce-all reproduce-small results $(addprefix reproduce-,$(PAPERS)) bench-fastweights bench-acktr bench-lookahead results-fastweights results-acktr results-lookahead results-revrnn bench-gnf results-gnf clean-venv
 
 install: $(STAMP)
 
@@ -48,6 +54,29 @@ results-gnf: $(STAMP)
 
 results-lookahead: $(STAMP)
 	$(PY) scripts/lookahead_results.py
+
+# Every paper-full experiment with the papers' seeds, as Hydra multiruns; re-running skips finished runs
+# and resumes interrupted ones from their checkpoints (resume=auto). ARGS: overrides for every run.
+reproduce-all: $(STAMP)
+	$(PY) scripts/reproduce.py --scale full --launcher $(LAUNCHER) --root $(RUNS) --data-root $(DATA) $(ARGS)
+
+$(addprefix reproduce-,$(PAPERS)): reproduce-%: $(STAMP)
+	$(PY) scripts/reproduce.py --scale full --paper $* --launcher $(LAUNCHER) --root $(RUNS) --data-root $(DATA) $(ARGS)
+
+# Every CPU-small configuration, one seed (time on a 2-core CPU: results/README.md).
+reproduce-small: $(STAMP)
+	$(PY) scripts/reproduce.py --scale small --launcher $(LAUNCHER) --root $(RUNS) --data-root $(DATA) $(ARGS)
+
+# Collect runs into tidy CSVs, rebuild every paper's results page and figures, then results/README.md.
+results: export SOURCE_DATE_EPOCH := 0
+results: $(STAMP)
+	$(PY) scripts/fastweights_results.py
+	$(PY) scripts/acktr_results.py
+	$(PY) scripts/revrnn_results.py
+	$(PY) scripts/nmt_results.py
+	$(PY) scripts/lookahead_results.py
+	$(PY) scripts/gnf_results.py
+	$(PY) scripts/results.py --runs $(RUNS)
 
 clean-venv:
 	rm -rf .venv

@@ -221,7 +221,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
             mem = memory_stats(model, *last)
         summary = tracker.write_summary({**test, **scores, "test/exact_match": exact, **mem,
                                          "best_epoch": best["epoch"], "train/epochs": epoch, "train/steps": step,
-                                         "cell": mc.cell, "attention": mc.attention, "seed": cfg.seed,
+                                         "cell": mc.cell, "attention": mc.attention, "layers": mc.layers, "seed": cfg.seed,
                                          "dataset": cfg.data.name, "device": str(device),
                                          "n_params": sum(p.numel() for p in model.parameters())})
         failed = False

@@ -96,3 +96,33 @@ def test_acktr_separate_critic_has_its_own_kfac_and_trust_region():
     assert again.critic_opt.steps == 1
     for a, b in zip(algo.critic_opt.layers, again.critic_opt.layers):
         torch.testing.assert_close(a.A, b.A)
+
+
+def test_acktr_critic_iterations_fit_only_the_critic():
+    """critic_iters=k: the policy step is the same as with one critic step (same seed, same batch); the
+    critic takes k K-FAC steps, each inside its trust region, and ends with a lower loss on the batch."""
+    import torch
+    from algorithms.acktr import ACKTR
+    from models.actor_critic import MujocoActorCritic
+
+    out = {}
+    for k in (1, 5):
+        torch.manual_seed(0)
+        model = MujocoActorCritic(5, 2)
+        algo = ACKTR(model, total_updates=10, lr=0.03, critic_lr=0.25, critic_kl_clip=0.3, critic_iters=k)
+        torch.manual_seed(1)
+        batch = _batch()
+        info = algo.update(*batch)
+        obs, _, returns, _ = batch
+        with torch.no_grad():
+            vf = 0.5 * (returns - model.value(obs).squeeze(-1)).pow(2).mean().item()
+        out[k] = (model, algo, vf, info)
+    (m1, a1, vf1, _), (m5, a5, vf5, info5) = out[1], out[5]
+    for p1, p5 in zip(list(m1.policy.parameters()) + [m1.log_std], list(m5.policy.parameters()) + [m5.log_std]):
+        torch.testing.assert_close(p1, p5)
+    assert a5.critic_opt.steps == 5 and a1.critic_opt.steps == 1
+    assert vf5 < vf1 and a5.critic_opt.last["kl_predicted"] <= 0.3 * (1 + 1e-6)
+    assert float(info5["loss/value_after"]) < float(info5["loss/value"])
+    import pytest
+    with pytest.raises(ValueError, match="critic_iters"):
+        ACKTR(MujocoActorCritic(5, 2), total_updates=1, critic_lr=0.25, critic_iters=0)
