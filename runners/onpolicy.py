@@ -128,7 +128,7 @@ def build(cfg, env, device):
     ec = cfg.env
     if ec.kind == "atari":
         model = AtariActorCritic(env.single_action_space.n, conv3_channels=cfg.model.conv3_channels,
-                                 hidden=cfg.model.hidden)
+                                 hidden=cfg.model.hidden, channels_last=cfg.model.get("channels_last", False))
     else:
         model = MujocoActorCritic(env.single_observation_space.shape[0], env.single_action_space.shape[0],
                                   hidden=cfg.model.hidden, log_std_init=cfg.model.log_std_init)

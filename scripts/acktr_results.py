@@ -41,8 +41,11 @@ PAPER = {"HalfCheetah-v5": (5586.3, None), "Hopper-v5": (3915.9, None), "Walker2
 
 
 LABEL = {"acktr": "ACKTR", "a2c": "A2C", "acktr_stats10": "ACKTR, K-FAC statistics every 10 updates",
-         "acktr_stats4": "ACKTR, K-FAC statistics every 4 updates"}
-COLORS = {"acktr": "C3", "a2c": "C0", "acktr_stats10": "C1", "acktr_stats4": "C4"}
+         "acktr_stats4": "ACKTR, K-FAC statistics every 4 updates",
+         "acktr_ci1": "ACKTR, 1 critic step a batch (earlier setting)",
+         "acktr_stats10_ci1": "ACKTR, 1 critic step, statistics every 10 (earlier setting)"}
+COLORS = {"acktr": "C3", "a2c": "C0", "acktr_stats10": "C1", "acktr_stats4": "C4", "acktr_ci1": "C7",
+          "acktr_stats10_ci1": "C8"}
 
 
 def partial_summary(run: Path) -> dict:
@@ -70,6 +73,8 @@ def collect(dirs):
             cfg = OmegaConf.load(run / "resolved_config.yaml")
             se = cfg.algo.kfac.stats_every if cfg.algo.name == "acktr" else 1
             s["variant"] = s["algo"] + (f"_stats{se}" if se > 1 else "")
+            if cfg.algo.name == "acktr" and cfg.algo.get("critic_lr") and cfg.algo.get("critic_iters", 1) == 1:
+                s["variant"] += "_ci1"      # the earlier MuJoCo setting: one critic step per batch
             name = f"{s['variant']}_{s['env'].replace('/', '_')}_seed{s['seed']}"
             dst = OUT / "runs" / name
             dst.mkdir(parents=True, exist_ok=True)

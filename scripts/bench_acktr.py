@@ -45,6 +45,8 @@ def main():
     ap.add_argument("--eig-every", type=int, default=10)
     ap.add_argument("--updates", type=int, default=20, help="updates per round (a multiple of eig-every)")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--memory-format", choices=["channels_last", "contiguous"], default="channels_last",
+                    help="the Atari CNN's layout (the runner's default: channels_last)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     dev = torch.device(args.device)
@@ -53,8 +55,9 @@ def main():
     actions = torch.randint(0, 6, (args.batch,), device=dev)
     ret, adv = torch.randn(args.batch, device=dev), torch.randn(args.batch, device=dev)
 
-    a2c_model = AtariActorCritic(6, conv3_channels=args.conv3).to(dev)
-    acktr_model = AtariActorCritic(6, conv3_channels=args.conv3).to(dev)
+    cl = args.memory_format == "channels_last"
+    a2c_model = AtariActorCritic(6, conv3_channels=args.conv3, channels_last=cl).to(dev)
+    acktr_model = AtariActorCritic(6, conv3_channels=args.conv3, channels_last=cl).to(dev)
     acktr_model.load_state_dict(a2c_model.state_dict())
     a2c = A2C(a2c_model, total_updates=10**9)
     acktr = ACKTR(acktr_model, total_updates=10**9, eig_every=args.eig_every, stats_every=args.stats_every)
@@ -89,7 +92,7 @@ def main():
     a, b = statistics.median(t_a2c), statistics.median(t_acktr)
     n = args.rounds * args.updates
     print(f"# device={dev} threads={torch.get_num_threads()} torch={torch.__version__} batch={args.batch} "
-          f"cnn=32-64-{args.conv3}-512 stats_every={args.stats_every} eig_every={args.eig_every}")
+          f"cnn=32-64-{args.conv3}-512 stats_every={args.stats_every} eig_every={args.eig_every} {args.memory_format}")
     print(f"A2C update    {a * 1e3:9.1f} ms")
     print(f"ACKTR update  {b * 1e3:9.1f} ms   ratio ACKTR/A2C = {b / a:.2f}x")
     print("ACKTR breakdown (ms per update, averaged; CPU-timed, so on CUDA these are launch times):")

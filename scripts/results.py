@@ -96,7 +96,7 @@ def load_runs(out: Path) -> list[Run]:
         for sub in subdirs:
             for summ in sorted((out / sub).glob("*/summary.json")):
                 r = load_run(summ.parent, paper, "committed", None, out)
-                if r:
+                if r and not str(r.summary.get("variant", "")).endswith("_ci1"):   # superseded ACKTR setting
                     runs.append(r)
     for summ in sorted((out / "reproduce").glob("*/*/*/summary.json")):
         scale, paper = summ.parts[-4], summ.parts[-3]

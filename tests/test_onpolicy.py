@@ -126,3 +126,26 @@ def test_acktr_critic_iterations_fit_only_the_critic():
     import pytest
     with pytest.raises(ValueError, match="critic_iters"):
         ACKTR(MujocoActorCritic(5, 2), total_updates=1, critic_lr=0.25, critic_iters=0)
+
+
+def test_channels_last_atari_network_gives_the_same_acktr_update():
+    """NHWC is a layout, not a model: one ACKTR update (K-FAC factors from hooks included) moves the
+    channels_last network to the same parameters as the contiguous one."""
+    import torch
+    from algorithms.acktr import ACKTR
+    from models.actor_critic import AtariActorCritic
+
+    g = torch.Generator().manual_seed(0)
+    obs = torch.randint(0, 256, (24, 4, 84, 84), dtype=torch.uint8, generator=g)
+    actions, returns = torch.randint(0, 6, (24,), generator=g), torch.randn(24, generator=g)
+    params = []
+    for cl in (False, True):
+        torch.manual_seed(0)
+        model = AtariActorCritic(6, conv3_channels=32, hidden=64, channels_last=cl)
+        algo = ACKTR(model, total_updates=4, cold_iters=0)
+        torch.manual_seed(1)
+        algo.update(obs, actions, returns, returns.clone())
+        params.append([p.detach().contiguous() for p in model.parameters()])
+    assert params[1][0].shape == params[0][0].shape
+    for a, b in zip(*params):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
