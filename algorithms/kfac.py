@@ -94,6 +94,9 @@ def conv_input_factor_cells(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     sh, sw = conv.stride
     ph, pw = conv.padding
     x = F.pad(x, (pw, pw, ph, ph)) if (ph or pw) else x
+    # NHWC makes the regrouping into cells below a copy of contiguous channel runs (measured 1.3-5x
+    # faster than from NCHW on a 2-core Xeon; a no-op for a channels_last network)
+    x = x.contiguous(memory_format=torch.channels_last)
     N, C, H, W = x.shape
     oh, ow = (H - kh) // sh + 1, (W - kw) // sw + 1
     mh, mw = kh // sh, kw // sw
@@ -111,9 +114,10 @@ def conv_input_factor_cells(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
             dy, dx = a2 - a, b2 - b
             if (dy, dx) not in cache:
                 y0, y1, x0, x1 = max(0, -dy), min(Hc, Hc - dy), max(0, -dx), min(Wc, Wc - dx)
-                P = cells[y0:y1, x0:x1].reshape(-1, N, dc)
-                Q = cells[y0 + dy:y1 + dy, x0 + dx:x1 + dx].reshape(-1, N, dc)
-                R = torch.bmm(P.transpose(1, 2), Q).reshape(y1 - y0, x1 - x0, dc, dc)
+                # one grid row at a time: cells[y, x0:x1] is contiguous, so no (positions x N x dc) copy
+                R = x.new_empty(y1 - y0, x1 - x0, dc, dc)
+                for y in range(y0, y1):
+                    torch.bmm(cells[y, x0:x1].transpose(1, 2), cells[y + dy, x0 + dx:x1 + dx], out=R[y - y0])
                 cache[(dy, dx)] = (_window_sums(R, oh, ow), y0, x0)
             sums, y0, x0 = cache[(dy, dx)]
             blocks[i, j] = sums[a - y0, b - x0]

@@ -2,16 +2,17 @@
 
 ``layers`` recurrent layers each side (torch GRU/LSTM, or stacks of the fixed-point RevGRU/RevLSTM of
 models/revrnn.py; decoder layer l starts from encoder layer l's final state; dropout between layers),
-Luong "general" global attention on top of the decoder's top-layer outputs (no input feeding, so the decoder RNN
-runs over the target in one pass and attention needs no state of its own):
+Luong "general" global attention on top of the decoder's top-layer outputs (no input feeding, so the
+decoder RNN runs over the target in one pass and attention needs no state of its own):
 
     score(h_t, m_s) = h_t^T W_a m_s,   c_t = sum_s softmax(score) m_s,   h~_t = tanh(W_c [c_t; h_t]),
     p(y_t) = softmax(W_o h~_t)
 
 The attention memory m_s is the paper's choice among ``full`` (every encoder hidden state: the baseline,
 which defeats reversal), ``emb`` (the source embeddings), ``slice`` (the first k hidden units, stored
-explicitly) and ``emb+slice`` ("Emb+20H"); the hidden slice is taken from the top encoder layer. Padded source positions are masked out of the attention, and
-padded time steps leave the recurrent state untouched (per-example masks, also inside exact forgetting).
+explicitly) and ``emb+slice`` ("Emb+20H"); the hidden slice is taken from the top encoder layer. Padded
+source positions are masked out of the attention, and padded time steps leave the recurrent state
+untouched (per-example masks, also inside exact forgetting).
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ PAD, BOS, EOS = 0, 2, 3
 
 class Seq2Seq(nn.Module):
     def __init__(self, src_vocab: int, tgt_vocab: int, emb: int = 300, hidden: int = 300, cell: str = "gru",
-                 attention: str = "emb+slice", slice_units: int = 20, max_forget_bits=3, dropout: float = 0.2, layers: int = 1):
+                 attention: str = "emb+slice", slice_units: int = 20, max_forget_bits=3, dropout: float = 0.2,
+                 layers: int = 1):
         super().__init__()
         if attention not in ATTENTION:
             raise ValueError(f"unknown attention memory '{attention}' ({' | '.join(ATTENTION)})")
