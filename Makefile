@@ -68,6 +68,7 @@ reproduce-small: $(STAMP)
 	$(PY) scripts/reproduce.py --scale small --launcher $(LAUNCHER) --root $(RUNS) --data-root $(DATA) $(ARGS)
 
 # Collect runs into tidy CSVs, rebuild every paper's results page and figures, then results/README.md.
+# WANDB=entity/project also pulls the W&B run summaries (online).
 results: export SOURCE_DATE_EPOCH := 0
 results: $(STAMP)
 	$(PY) scripts/fastweights_results.py
@@ -76,7 +77,7 @@ results: $(STAMP)
 	$(PY) scripts/nmt_results.py
 	$(PY) scripts/lookahead_results.py
 	$(PY) scripts/gnf_results.py
-	$(PY) scripts/results.py --runs $(RUNS)
+	$(PY) scripts/results.py --runs $(RUNS) $(if $(WANDB),--wandb $(WANDB))
 
 clean-venv:
 	rm -rf .venv

@@ -445,7 +445,7 @@ def save(fig, out: Path, stem: str) -> list[str]:
     return [f"figures/{stem}.png"]
 
 
-def mean_band(ax, xs_list, ys_list, grid, label, color, show_n: bool = True):
+def mean_band(ax, xs_list, ys_list, grid, label, color, show_n: bool = True, linestyle: str = "-"):
     """Mean and a shaded ±1 std band over seeds, each seed interpolated onto ``grid`` within its range."""
     Y = []
     for xs, ys in zip(xs_list, ys_list):
@@ -456,7 +456,7 @@ def mean_band(ax, xs_list, ys_list, grid, label, color, show_n: bool = True):
         warnings.simplefilter("ignore", RuntimeWarning)     # grid points no seed reaches stay NaN (not drawn)
         m = np.nanmean(Y, 0)
         s = np.nanstd(Y, 0, ddof=1) if len(Y) > 1 else np.zeros_like(m)
-    ax.plot(grid, m, color=color, label=f"{label} (n={len(Y)})" if show_n else label)
+    ax.plot(grid, m, color=color, linestyle=linestyle, label=f"{label} (n={len(Y)})" if show_n else label)
     if len(Y) > 1:
         ax.fill_between(grid, m - s, m + s, color=color, alpha=0.2, linewidth=0)
 
@@ -472,6 +472,9 @@ def series(curves, run: Run, key: str, x: str = "step", smooth: int = 1):
         ys = np.convolve(ys, np.ones(smooth) / smooth, mode="valid")
         xs = xs[smooth - 1:]
     return xs, ys
+
+
+ACKTR_COLORS = {"A2C": "C0", "ACKTR": "C3", "ACKTR (stats every 10)": "C1"}   # the same in every panel
 
 
 def fig_acktr(runs, curves, out) -> list[str]:
@@ -490,14 +493,18 @@ def fig_acktr(runs, curves, out) -> list[str]:
     fig, axes = plt.subplots(1, len(envs), figsize=(3.6 * len(envs), 3.0), squeeze=False)
     for ax, env in zip(axes[0], envs):
         labels = sorted(lab for e, lab in groups if e == env)
-        for i, lab in enumerate(labels):
+        for lab in labels:
             ss = [series(curves, r, "episode/score", "timesteps", smooth=10) for r in groups[(env, lab)]]
             ss = [s for s in ss if s is not None]
             if not ss:
                 continue
             grid = np.linspace(0, max(s[0][-1] for s in ss), 200)
-            mean_band(ax, [s[0] for s in ss], [s[1] for s in ss], grid, lab, f"C{i}")
-        ax.set_title(env)
+            base = lab.replace(" [CPU-small]", "")
+            mean_band(ax, [s[0] for s in ss], [s[1] for s in ss], grid, lab, ACKTR_COLORS.get(base, "C2"),
+                      linestyle="--" if base != lab else "-")
+        ax.set_title({"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5",
+                      "invertedpendulum": "InvertedPendulum-v5", "spaceinvaders": "SpaceInvaders",
+                      "beamrider": "BeamRider"}.get(env, env.capitalize()))
         ax.set_xlabel("timesteps")
         ax.set_ylabel("episode score (10-episode mean)")
         ax.legend(loc="upper left")
@@ -607,8 +614,9 @@ def fig_lm(runs, curves, out, paper, stem, label_of, title) -> list[str]:
 def fig_revrnn_memory(runs, curves, out) -> list[str]:
     plt = style()
     pts = []
-    for r in runs:
-        if r.paper != "revrnn" or "val/ppl_best" not in r.summary or "smoke" in r.overrides:
+    chosen = [row.small for row in ROWS if row.paper == "revrnn" and row.small and "ppl" in row.metric]
+    for r in runs:   # the runs of the table's perplexity rows
+        if r.paper != "revrnn" or "val/ppl_best" not in r.summary or not any(m(r) for m in chosen):
             continue
         sav = [v for st, ts, k, v in curves.get(r.id, []) if k == "mem/saving_actual"]
         bits = r.summary.get("max_forget_bits", r.overrides.get("model.max_forget_bits", 3))

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from conftest import run_cli
 from runners.onpolicy import RunningMeanStd
@@ -149,3 +150,51 @@ def test_channels_last_atari_network_gives_the_same_acktr_update():
     assert params[1][0].shape == params[0][0].shape
     for a, b in zip(*params):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _compose(*overrides):
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    root = Path(__file__).resolve().parents[1]
+    with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_failed_eigendecomposition_names_the_update_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    """eigh failing in float32 and float64 (after one good refresh) stops the run with one line that
+    names the update and the last good checkpoint, which stays on disk."""
+    from pathlib import Path
+
+    import torch
+    from runners.core import UserError
+    from runners.onpolicy import train
+
+    cfg = _compose("experiment=acktr_hopper", "algo.n_steps=16", "train.total_timesteps=160", "checkpoint.every=1",
+                   "algo.kfac.eig_every=1", "algo.critic_lr=null", "logger.mode=disabled", "logger.progress=false")
+    real, calls = torch.linalg.eigh, {"n": 0}
+
+    def failing(M):
+        calls["n"] += 1
+        if calls["n"] > 6 * 2:              # the first refresh is good: 6 Linear layers x (A, G)
+            raise RuntimeError("linalg.eigh: The algorithm failed to converge")
+        return real(M)
+
+    monkeypatch.setattr(torch.linalg, "eigh", failing)
+    with pytest.raises(UserError) as e:
+        train(cfg, tmp_path, torch.device("cpu"), Path(__file__).resolve().parents[1])
+    msg = str(e.value)
+    assert "eigendecomposition of a K-FAC factor failed at update" in msg and "\n" not in msg
+    assert "last good checkpoint" in msg and (tmp_path / "checkpoint.pt").exists()
+
+
+def test_mujoco_task_without_mujoco_is_one_line(monkeypatch):
+    import sys
+
+    from runners.core import UserError
+    from runners.onpolicy import make_env
+
+    monkeypatch.setitem(sys.modules, "mujoco", None)       # import mujoco -> ImportError
+    cfg = _compose("experiment=acktr_hopper")
+    with pytest.raises(UserError, match="Hopper-v5 needs MuJoCo"):
+        make_env(cfg.env, 1, 0)
