@@ -262,6 +262,9 @@ ROWS: list[Row] = [
                 ("a2c", "halfcheetah"): "A2C with Atari-style settings: a weak continuous-control baseline",
                 ("a2c", "hopper"): "A2C with Atari-style settings: a weak continuous-control baseline"}.get((algo, t), ""))
       for t in ACKTR_MUJOCO for algo in ("acktr", "a2c")],
+    *[Row("acktr", f"ACKTR {t}, last-10 episodes", "score/mean10", None, None, Match(f"acktr_{t}", without=BUDGET),
+          higher_better=True, note="the paper reports the best-10 average; see the top-10 rows")
+      for t in ("halfcheetah", "hopper")],
     Row("revrnn", "LSTM, PTB word-level, val ppl", "val/ppl_best", 73.0,
         Match("lstm_ptb_small", {"train.max_batches_per_epoch": "700"}), Match("lstm_ptb", without=("smoke",)),
         note="small: 2 x 200 units, 3 epochs of 700 segments (paper: 650-1150 units, to convergence)"),
