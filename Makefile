@@ -63,7 +63,7 @@ reproduce-all: $(STAMP)
 $(addprefix reproduce-,$(PAPERS)): reproduce-%: $(STAMP)
 	$(PY) scripts/reproduce.py --scale full --paper $* --launcher $(LAUNCHER) --root $(RUNS) --data-root $(DATA) $(ARGS)
 
-# Every CPU-small configuration, one seed (time on a 2-core CPU: results/README.md).
+# Every CPU-small configuration, one seed: 18 min with LAUNCHER=joblib on a 2-core CPU (results/README.md).
 reproduce-small: $(STAMP)
 	$(PY) scripts/reproduce.py --scale small --launcher $(LAUNCHER) --root $(RUNS) --data-root $(DATA) $(ARGS)
 
