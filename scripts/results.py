@@ -351,11 +351,11 @@ def status(row: Row, small: list[float], full: list[float]) -> str:
     tail = f" ({row.note})" if row.note else ""
     if full:
         v = verdict(full)
-        return {"match": "reproduced", "better": "reproduced (ours above the paper's number)",
+        return {"match": "reproduced", "better": "reproduced (ours better than the paper's number)",
                 "worse": "differs", None: "run; no paper number to compare"}[v] + tail
     if small:
         v = verdict(small)
-        return {"match": "reproduced at small scale", "better": "small scale: ours above the paper's number",
+        return {"match": "reproduced at small scale", "better": "small scale: ours better than the paper's number",
                 "worse": "small scale: below the paper", None: "small scale only"}[v] + "; not yet run at full scale" + tail
     return "not yet run" + tail
 
