@@ -166,3 +166,25 @@ def test_table_row_aggregates_matching_runs_only(tmp_path):
     assert results.status(row, [], vals).startswith("differs")
     assert results.status(row, [], [0.22]).startswith("reproduced")
     assert results.status(row, [0.22], []).startswith("reproduced at small scale; not yet run at full scale")
+
+
+def test_wandb_pull_writes_the_run_summaries(tmp_path, monkeypatch):
+    """`make results WANDB=entity/project`: the W&B API's runs become one CSV row each (API faked offline)."""
+    import types
+
+    class FakeRun:
+        def __init__(self, name, score):
+            self.name, self.group, self.state = name, "acktr_pong", "finished"
+            self.summary = {"score/mean10": score, "command": "python run.py experiment=acktr_pong", "_wandb": {}}
+
+    class FakeApi:
+        def runs(self, path):
+            assert path == "me/ba-papers"
+            return [FakeRun("a", 1.5), FakeRun("b", -3.0)]
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(Api=FakeApi))
+    assert results.pull_wandb("me/ba-papers", tmp_path) == 2
+    import csv
+    rows = list(csv.DictReader(open(tmp_path / "wandb_runs.csv")))
+    assert [(r["name"], float(r["score/mean10"])) for r in rows] == [("a", 1.5), ("b", -3.0)]
+    assert "_wandb" not in rows[0]                       # nested values are not flattened into columns
