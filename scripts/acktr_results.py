@@ -71,6 +71,8 @@ def collect(dirs):
             run = summ.parent
             s = json.loads(summ.read_text()) if summ.exists() else partial_summary(run)
             cfg = OmegaConf.load(run / "resolved_config.yaml")
+            if cfg.env.kind == "atari":
+                s["env"] = cfg.env.game          # one name per game, finished or interrupted
             se = cfg.algo.kfac.stats_every if cfg.algo.name == "acktr" else 1
             s["variant"] = s["algo"] + (f"_stats{se}" if se > 1 else "")
             if cfg.algo.name == "acktr" and cfg.algo.get("critic_lr") and cfg.algo.get("critic_iters", 1) == 1:

@@ -510,7 +510,7 @@ def fig_acktr(runs, curves, out) -> list[str]:
                       "beamrider": "BeamRider"}.get(env, env.capitalize()))
         ax.set_xlabel("timesteps")
         ax.set_ylabel("episode score (10-episode mean)")
-        ax.legend(loc="upper left")
+        ax.legend(loc="best")
     return save(fig, out, "acktr_learning_curves")
 
 
