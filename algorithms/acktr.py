@@ -99,7 +99,7 @@ class ACKTR(OnPolicyAlgo):
                 vf = 0.5 * (returns - self.model.value(obs).squeeze(-1)).pow(2).mean()
                 (self.vf_coef * vf).backward()
                 self.critic_opt.step()
-            info["loss/value_after"] = vf.detach()
+            info["loss/value_last_iter"] = vf.detach()    # the critic's loss before its last step
         self.updates += 1
         if self.target_kl:
             with torch.no_grad():

@@ -42,6 +42,38 @@ def memory_bits(cells, stacks, T: int, batch: int) -> dict:
             "mem/saving_actual": normal / max(buffer, 1), "mem/saving_info": normal / max(info, 1e-9)}
 
 
+def reverse_step(cells, S: list, stacks: list, g: list, x0: torch.Tensor, in_masks, g_top: torch.Tensor,
+                 mask: torch.Tensor | None = None) -> None:
+    """Reverse one time step of a layer stack, top layer first, in place: ``S`` (per-layer fixed-point
+    states after the step) becomes the states before it, ``g`` (per-layer state gradients) moves back one
+    step. Each layer's step is undone exactly, re-run with autograd and backpropagated; ``g_top`` is the
+    gradient arriving at the top layer's output, and a lower layer receives the gradient of the layer
+    above through its input. ``x0``: the bottom layer's input (with its graph, e.g. to the embeddings);
+    ``in_masks[l]``: dropout mask on layer l's input (l >= 1) or None; ``mask`` [B, 1]: padded examples
+    are no-ops both ways."""
+    top = len(cells) - 1
+    for l in range(top, -1, -1):
+        c = cells[l]
+        if l == 0:
+            below, x_in = None, x0
+        else:
+            below = cells[l - 1].output(S[l - 1]).requires_grad_(True)
+            x_in = _apply(below, in_masks[l])
+        prev = c.reverse_fixed(x_in.detach(), S[l], stacks[l], mask)
+        s_prev = tuple(to_float(q).requires_grad_(True) for q in prev)
+        s_next = c.step_float(x_in, s_prev, fixed_next=S[l])
+        if mask is not None:
+            s_next = tuple(torch.where(mask, a, b) for a, b in zip(s_next, s_prev))
+        grads = list(g[l])
+        if l == top:
+            grads[0] = grads[0] + g_top
+        torch.autograd.backward(s_next, grads)
+        g[l] = [sp.grad for sp in s_prev]
+        if below is not None:
+            g[l - 1][0] = g[l - 1][0] + below.grad
+        S[l] = prev
+
+
 def lm_step(model, words: torch.Tensor, targets: torch.Tensor, state: list, ar_alpha: float = 0.0,
             tar_beta: float = 0.0, loss_chunk: int | None = None):
     """One truncated-BPTT segment of ``models.awd_lstm.AWDLanguageModel`` with reversible layers,
@@ -104,24 +136,7 @@ def lm_step(model, words: torch.Tensor, targets: torch.Tensor, state: list, ar_a
     # 3. reverse step by step, top layer first, rebuilding one step's graph at a time
     g = [[torch.zeros(B, c.hidden_size, device=dev) for _ in range(c.n_states)] for c in cells]
     for t in range(T - 1, -1, -1):
-        for l in range(L - 1, -1, -1):
-            c = cells[l]
-            if l == 0:
-                x_in, x_leaf = embed(t), None
-            else:
-                x_leaf = cells[l - 1].output(S[l - 1]).requires_grad_(True)
-                x_in = _apply(x_leaf, in_masks[l])
-            prev = c.reverse_fixed(x_in.detach(), S[l], stacks[l])
-            s_prev = tuple(to_float(s).requires_grad_(True) for s in prev)
-            s_next = c.step_float(x_in, s_prev, fixed_next=S[l])
-            grads = list(g[l])
-            if l == L - 1:
-                grads[0] = grads[0] + g_out[t]
-            torch.autograd.backward(s_next, grads)
-            g[l] = [sp.grad for sp in s_prev]
-            if x_leaf is not None:
-                g[l - 1][0] = g[l - 1][0] + x_leaf.grad
-            S[l] = prev
+        reverse_step(cells, S, stacks, g, embed(t), in_masks, g_out[t])
     for l in range(L):
         if not (all(torch.equal(a, b) for a, b in zip(S[l], initial[l])) and stacks[l].empty()):
             raise RuntimeError(f"reversal did not restore layer {l}'s initial state exactly")
@@ -158,8 +173,11 @@ def seq2seq_step(model, src: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Te
     drop_e = [None] + [_locked_mask((S, B, model.hidden), p, model.training, dev) for _ in range(1, L)]
     drop_d = [None] + [_locked_mask((T, B, model.hidden), p, model.training, dev) for _ in range(1, L)]
 
+    def at(drops, t):   # each layer's input dropout mask at step t (None: no dropout)
+        return [d if d is None else d[t] for d in drops]
+
     def layer_input(cells, l, Sx, x0, drops, t):
-        return x0 if l == 0 else _apply(cells[l - 1].output(Sx[l - 1]), None if drops[l] is None else drops[l][t])
+        return x0 if l == 0 else _apply(cells[l - 1].output(Sx[l - 1]), at(drops, t)[l])
 
     # 1. no-grad fixed-point forward, encoder then decoder
     stack_e = [c.new_stack(B, dev) for c in enc]
@@ -190,41 +208,19 @@ def seq2seq_step(model, src: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Te
     g_out = dec_out.grad
     g_sl = sl.grad if sl.grad is not None else torch.zeros_like(sl)
 
-    def reverse(cells, x_leaf, mask, S_end, stacks, drops, g, extra):
+    def reverse(cells, x_leaf, mask, S_end, stacks, drops, g, g_top):
         """Reverse a layer stack from S_end to its initial states; g: per-layer state gradients at the end."""
         Sx, g = list(S_end), [list(gl) for gl in g]
         for t in range(x_leaf.size(0) - 1, -1, -1):
-            for l in range(L - 1, -1, -1):
-                c = cells[l]
-                if l == 0:
-                    below, x_in = None, x_leaf[t]
-                else:
-                    below = cells[l - 1].output(Sx[l - 1]).requires_grad_(True)
-                    x_in = _apply(below, None if drops[l] is None else drops[l][t])
-                prev = c.reverse_fixed(x_in.detach(), Sx[l], stacks[l], mask[t])
-                s_prev = tuple(to_float(q).requires_grad_(True) for q in prev)
-                s_next = c.step_float(x_in, s_prev, fixed_next=Sx[l])
-                s_next = tuple(torch.where(mask[t], a, b) for a, b in zip(s_next, s_prev))
-                grads = g[l]
-                if l == L - 1:
-                    extra(t, grads)
-                torch.autograd.backward(s_next, grads)
-                g[l] = [sp.grad for sp in s_prev]
-                if below is not None:
-                    g[l - 1][0] = g[l - 1][0] + below.grad
-                Sx[l] = prev
+            reverse_step(cells, Sx, stacks, g, x_leaf[t], at(drops, t), g_top(t), mask[t])
         return Sx, g
 
-    def add_out(t, grads):
-        grads[0] = grads[0] + g_out[t]
-
-    def add_slice(t, grads):   # the memory slice is the first k units of the top layer's output h
-        grads[0] = grads[0] + F.pad(g_sl[t], (0, enc[-1].hidden_size - k))
+    pad = enc[-1].hidden_size - k      # the memory slice is the first k units of the top layer's output h
 
     # 3. decoder backwards to its initial states (= the encoder's final states), then the encoder
     zero = [[torch.zeros(B, c.hidden_size, device=dev) for _ in range(c.n_states)] for c in dec]
-    Sd0, g = reverse(dec, xt, mt, Sd, stack_d, drop_d, zero, add_out)
-    Se0, _ = reverse(enc, xs, ms, Sd0, stack_e, drop_e, g, add_slice)
+    Sd0, g = reverse(dec, xt, mt, Sd, stack_d, drop_d, zero, lambda t: g_out[t])
+    Se0, _ = reverse(enc, xs, ms, Sd0, stack_e, drop_e, g, lambda t: F.pad(g_sl[t], (0, pad)))
     for l in range(L):
         if not (all(torch.equal(a, b) for a, b in zip(Sd0[l], enc_final[l])) and stack_d[l].empty()):
             raise RuntimeError(f"reversal did not restore decoder layer {l}'s initial state exactly")

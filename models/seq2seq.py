@@ -61,15 +61,15 @@ class Seq2Seq(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def _rev_stack(self, layers, x, states, mask, floats=None):
-        """Run a stack of RevLayers; returns top outputs, per-layer final states and their float twins."""
-        out_states, out_floats = [], []
+        """Run a stack of RevLayers; returns the top outputs and the per-layer final states (each layer
+        keeps its float twin in ``last_float_state``)."""
+        out_states = []
         for l, layer in enumerate(layers):
             if l > 0:
                 x = self.drop(x)
             x, st = layer(x, states[l], mask, state_float=None if floats is None else floats[l])
             out_states.append(st)
-            out_floats.append(layer.last_float_state)
-        return x, out_states, out_floats
+        return x, out_states
 
     # ---------------------------------------------------------------- encoder
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor):
@@ -78,7 +78,7 @@ class Seq2Seq(nn.Module):
         e = self.drop(self.src_emb(src))
         if self.reversible:
             init = [layer.init_state(src.size(1), src.device) for layer in self.enc]
-            outs, state, self._enc_floats = self._rev_stack(self.enc, e, init, src_mask)
+            outs, state = self._rev_stack(self.enc, e, init, src_mask)
         else:
             lengths = src_mask.sum(0).cpu()
             packed, state = self.enc(pack_padded_sequence(e, lengths, enforce_sorted=False))
@@ -91,8 +91,7 @@ class Seq2Seq(nn.Module):
     def decoder_rnn(self, tgt_in: torch.Tensor, state, tgt_mask: torch.Tensor | None = None):
         d = self.drop(self.tgt_emb(tgt_in))
         if self.reversible:
-            out, st, _ = self._rev_stack(self.dec, d, state, tgt_mask)
-            return out, st
+            return self._rev_stack(self.dec, d, state, tgt_mask)
         return self.dec(d, state)   # padding sits after the real tokens: it never reaches a used output
 
     def attend(self, dec_out: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
@@ -105,8 +104,8 @@ class Seq2Seq(nn.Module):
     def forward(self, src, src_mask, tgt_in, tgt_mask):
         memory, _, state = self.encode(src, src_mask)
         if self.reversible:   # the decoder starts from the encoder's final states, gradient included
-            dec_out, _, _ = self._rev_stack(self.dec, self.drop(self.tgt_emb(tgt_in)), state, tgt_mask,
-                                            self._enc_floats)
+            dec_out, _ = self._rev_stack(self.dec, self.drop(self.tgt_emb(tgt_in)), state, tgt_mask,
+                                         [layer.last_float_state for layer in self.enc])
         else:
             dec_out, _ = self.decoder_rnn(tgt_in, state, tgt_mask)
         return self.attend(dec_out, memory, src_mask)

@@ -128,7 +128,7 @@ def build(cfg, env, device):
     ec = cfg.env
     if ec.kind == "atari":
         model = AtariActorCritic(env.single_action_space.n, conv3_channels=cfg.model.conv3_channels,
-                                 hidden=cfg.model.hidden, channels_last=cfg.model.get("channels_last", False))
+                                 hidden=cfg.model.hidden, channels_last=cfg.model.channels_last)
     else:
         model = MujocoActorCritic(env.single_observation_space.shape[0], env.single_action_space.shape[0],
                                   hidden=cfg.model.hidden, log_std_init=cfg.model.log_std_init)
@@ -144,7 +144,7 @@ def build(cfg, env, device):
                      momentum=k.momentum, stat_decay=k.stat_decay, damping=k.damping, kl_clip=k.kl_clip,
                      eig_every=k.eig_every, stats_every=k.stats_every, cold_iters=k.cold_iters,
                      eig_eps=k.eig_eps, target_kl=ac.target_kl, critic_lr=ac.critic_lr,
-                     critic_kl_clip=ac.critic_kl_clip, critic_iters=ac.get("critic_iters", 1), **common)
+                     critic_kl_clip=ac.critic_kl_clip, critic_iters=ac.critic_iters, **common)
     else:
         raise UserError(f"algo.name must be a2c or acktr, got '{ac.name}'")
     return model, algo, updates

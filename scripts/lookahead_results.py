@@ -30,6 +30,18 @@ LABEL = {"adam": "Adam", "lookahead_adam": "Lookahead(Adam)", "sgd": "SGD", "loo
 COLOR = {"adam": "C0", "lookahead_adam": "C3"}
 # Zhang et al. 2019 (as given in the issue): PTB AWD-LSTM, Lookahead(Adam) val / test perplexity.
 PAPER_PTB = {"lookahead_adam": (60.28, 57.72)}
+# Zhang et al. 2019, Table 1 / sec. 5.1 (as given in issue #4): (data set, experiment, optimizer, its config
+# name, test accuracy %)
+PAPER_CLASSIFY = [
+    ("CIFAR-10", "lookahead_cifar10", "SGD", "sgd", 95.23), ("CIFAR-10", "lookahead_cifar10", "Polyak", "polyak", 95.26),
+    ("CIFAR-10", "lookahead_cifar10", "Adam", "adam", 94.84),
+    ("CIFAR-10", "lookahead_cifar10", "Lookahead(SGD)", "lookahead_sgd", 95.27),
+    ("CIFAR-100", "lookahead_cifar100", "SGD", "sgd", 78.24), ("CIFAR-100", "lookahead_cifar100", "Polyak", "polyak", 77.99),
+    ("CIFAR-100", "lookahead_cifar100", "Adam", "adam", 76.88),
+    ("CIFAR-100", "lookahead_cifar100", "Lookahead(SGD)", "lookahead_sgd", 78.34),
+    ("ImageNet (top-1, epoch 60)", "lookahead_imagenet", "SGD", "sgd", 75.15),
+    ("ImageNet (top-1, epoch 60)", "lookahead_imagenet", "Lookahead(SGD)", "lookahead_sgd", 75.49),
+]
 
 
 def collect(dirs, out: Path = OUT) -> None:
@@ -174,14 +186,8 @@ def build() -> str:
               "real formats (tests/test_classify.py). Paper numbers (Zhang et al. 2019, Table 1 / sec. 5.1, as given "
               "in the issue) and the commands that would reproduce them:", "",
               "| data set | optimizer | paper test accuracy | ours | command |", "|---|---|---|---|---|"]
-    for ds, rows in (("CIFAR-10", (("SGD", 95.23, "sgd"), ("Polyak", 95.26, "polyak"), ("Adam", 94.84, "adam"),
-                                    ("Lookahead(SGD)", 95.27, "lookahead_sgd"))),
-                     ("CIFAR-100", (("SGD", 78.24, "sgd"), ("Polyak", 77.99, "polyak"), ("Adam", 76.88, "adam"),
-                                     ("Lookahead(SGD)", 78.34, "lookahead_sgd"))),
-                     ("ImageNet (top-1, epoch 60)", (("SGD", 75.15, "sgd"), ("Lookahead(SGD)", 75.49, "lookahead_sgd")))):
-        exp = {"CIFAR-10": "lookahead_cifar10", "CIFAR-100": "lookahead_cifar100"}.get(ds, "lookahead_imagenet")
-        for name, acc, opt in rows:
-            lines.append(f"| {ds} | {name} | {acc} | not run | `python run.py experiment={exp} optimizer={opt}` |")
+    for ds, exp, name, opt, acc in PAPER_CLASSIFY:
+        lines.append(f"| {ds} | {name} | {acc} | not run | `python run.py experiment={exp} optimizer={opt}` |")
     lines += [""]
 
     lines += ["## Commands", ""]

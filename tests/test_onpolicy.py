@@ -123,7 +123,7 @@ def test_acktr_critic_iterations_fit_only_the_critic():
         torch.testing.assert_close(p1, p5)
     assert a5.critic_opt.steps == 5 and a1.critic_opt.steps == 1
     assert vf5 < vf1 and a5.critic_opt.last["kl_predicted"] <= 0.3 * (1 + 1e-6)
-    assert float(info5["loss/value_after"]) < float(info5["loss/value"])
+    assert float(info5["loss/value_last_iter"]) < float(info5["loss/value"])
     import pytest
     with pytest.raises(ValueError, match="critic_iters"):
         ACKTR(MujocoActorCritic(5, 2), total_updates=1, critic_lr=0.25, critic_iters=0)
