@@ -11,7 +11,7 @@ DATA    ?= data
 RUNS    ?= runs/reproduce
 PAPERS  := fastweights acktr revrnn lookahead gnf
 
-.PHONY: install test run reproduce-all reproduce-small results $(addprefix reproduce-,$(PAPERS)) bench-fastweights bench-acktr bench-lookahead results-fastweights results-acktr results-lookahead results-revrnn bench-gnf results-gnf clean-venv
+.PHONY: install test list probe run reproduce-all reproduce-small results $(addprefix reproduce-,$(PAPERS)) bench-fastweights bench-acktr bench-lookahead results-fastweights results-acktr results-lookahead results-revrnn bench-gnf results-gnf clean-venv
 
 install: $(STAMP)
 
@@ -22,8 +22,17 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# Both cores: pytest-xdist runs the tests in 2 processes (tests are safe to run in parallel).
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 tests
+
+# Every experiment with its paper, what it runs, its scale and its cost on a 2-core CPU.
+list: $(STAMP)
+	@$(PY) run.py --list
+
+# Bad input a user would hit, each run as a user would: a markdown table (README "What happens when...").
+probe: $(STAMP)
+	$(PY) scripts/probe_bad_input.py --jobs 2
 
 run: $(STAMP)
 	$(PY) run.py experiment=$(EXP) $(ARGS)

@@ -1,28 +1,33 @@
 """K-FAC preconditioner with a KL trust region, as used by ACKTR (Wu et al., NeurIPS 2017).
 
-For every ``nn.Linear`` and ``nn.Conv2d`` the Fisher block of its weights (bias appended as an
-extra input column, the reference's homogeneous coordinates) is approximated by A kron G:
-  A = E[a a^T] over the layer inputs a (with a trailing 1 for the bias),
+For every ``nn.Linear`` and ``nn.Conv2d`` the Fisher block of its weights is approximated by A kron G:
+  A = E[a a^T] over the layer inputs a,
   G = E[g g^T] over the per-sample gradients g of the *sampled* (true-Fisher) loss w.r.t. the outputs.
-The statistics come from hooks (a forward hook on the module, a gradient hook on its output)
-during a separate Fisher backward pass (see ``capture``).
+The statistics come from hooks (a forward hook on the module, a gradient hook on its output) during a
+separate Fisher backward pass (see ``capture``). Defaults follow OpenAI baselines' K-FAC (``kfac.py``):
 
-Details follow the reference implementation (OpenAI baselines' ACKTR K-FAC), each a constructor
-argument:
-- running averages of the factors with ``stat_decay`` (0.99); the first ``cold_iters`` statistics
-  are averaged plainly (a cold start) so the factors do not start biased towards zero;
-- Conv2d: patches via ``unfold``; with L = output locations and B examples,
-  A = sum_{b,l} [a;1][a;1]^T / (B L^2) and G = sum_{b,l} g g^T * L / B (per-sample g),
-  i.e. A kron G = L * E[a a^T] kron E[g g^T], the reference's scaling by the spatial size;
-- eigendecompositions (``torch.linalg.eigh``) refreshed every ``eig_every`` updates, eigenvalues
-  below ``eig_eps`` clamped to 0; ``damping`` (0.01) added to the eigenvalue products, so the
-  preconditioned gradient is (A kron G + damping I)^-1 g exactly;
-- trust region: the step's predicted KL, lr^2 * sum(g . F^-1 g), is capped at ``kl_clip`` by the
-  scale nu = min(1, sqrt(kl_clip / (lr^2 g.F^-1 g))); then SGD with momentum 0.9 and step size
-  lr * (1 - momentum), as the reference.
+- biases (``bias_mode``): ``"separate"`` (baselines' Atari networks add their biases with ``+ b``, which its
+  K-FAC treats as a block of its own with only a G factor: G_b = E[g g^T] for a Linear, and for a Conv2d the
+  per-example gradient summed over the spatial positions, G_b = (1/B) sum_n (sum_s g)(sum_s g)^T);
+  ``"homogeneous"`` (baselines' MuJoCo networks use ``bias_add``: the bias is an extra input column of the
+  weight's A, a trailing 1);
+- ``g_blocks``: other parameters with a G-only block of one batch-level gradient (the Gaussian policy's
+  log-std in baselines' acktr_cont: G = v v^T with v the batch gradient of the sampled loss w.r.t. the std);
+- factor statistics averaged plainly over the first ``stats_accum`` batches, then a running average with
+  ``stat_decay`` (0.99);
+- Conv2d: A = sum_{b,l} a a^T / (B L^2) and G = sum_{b,l} g g^T * L / B (L output locations, per-sample g);
+- a cold phase: the first ``cold_iters`` steps are momentum SGD (lr ``cold_lr_scale`` x lr, momentum 0.9,
+  gradients clipped to global norm ``cold_max_grad_norm``) while the factors accumulate;
+- eigendecompositions (``torch.linalg.eigh``) every ``eig_every`` updates; ``eig_async=True`` computes them in a
+  background thread from the factors of the previous update (as baselines' queue runner: off the critical path,
+  one update stale); eigenvalues below ``eig_eps`` clamped to 0; ``damping`` (0.01) plus ``weight_damping`` (on
+  weight blocks only; baselines adds its weight-decay coefficients there) added to the eigenvalue products, so
+  the preconditioned gradient is (A kron G + damping I)^-1 g exactly;
+- trust region: the step's predicted KL, lr^2 * sum(g . F^-1 g) over every block, is capped at ``kl_clip`` by
+  nu = min(1, sqrt(kl_clip / (lr^2 g.F^-1 g))) (no factor 2, as the code); then SGD with momentum 0.9 and step
+  size lr * (1 - momentum).
 
-``stats_every`` > 1 amortizes the factor statistics over several updates (an option, off by default:
-the paper's setting takes statistics from every batch).
+``stats_every`` > 1 amortizes the factor statistics over several updates (a deviation, off by default).
 """
 from __future__ import annotations
 
@@ -39,31 +44,52 @@ class EigendecompositionError(RuntimeError):
 
 
 class _Layer:
-    __slots__ = ("module", "kind", "A", "G", "n_stats", "QA", "dA", "QG", "dG")
+    """One Linear/Conv2d layer: its weight block A kron G (with the bias as a homogeneous column of A, or as
+    a G-only block of its own), running factors and their eigendecompositions."""
 
-    def __init__(self, module: nn.Module):
+    __slots__ = ("module", "kind", "homogeneous", "A", "G", "Gb", "n_stats", "eig")
+
+    def __init__(self, module: nn.Module, bias_mode: str):
         self.module = module
         self.kind = "conv" if isinstance(module, nn.Conv2d) else "linear"
-        self.A = self.G = None
+        self.homogeneous = bias_mode == "homogeneous" and module.bias is not None
+        self.A = self.G = self.Gb = None
         self.n_stats = 0
-        self.QA = self.dA = self.QG = self.dG = None
+        self.eig = None   # {"A": (d, Q), "G": (d, Q), "Gb": (d, Q)}
 
     def params(self):
         return [p for p in (self.module.weight, self.module.bias) if p is not None]
 
+    def separate_bias(self) -> bool:
+        return self.module.bias is not None and not self.homogeneous
+
+    def factors(self) -> dict:
+        return {"A": self.A, "G": self.G, **({"Gb": self.Gb} if self.separate_bias() else {})}
+
     def grad_matrix(self) -> torch.Tensor:
-        """Weight gradient as (out, in[*kh*kw]) with the bias gradient as a last column."""
+        """Weight gradient as (out, in[*kh*kw]), with the bias gradient as a last column if homogeneous."""
         w = self.module.weight.grad.reshape(self.module.weight.shape[0], -1)
-        if self.module.bias is not None:
+        if self.homogeneous:
             w = torch.cat([w, self.module.bias.grad.unsqueeze(1)], 1)
         return w
 
     def set_grad(self, m: torch.Tensor) -> None:
         w = self.module.weight
-        if self.module.bias is not None:
+        if self.homogeneous:
             self.module.bias.grad.copy_(m[:, -1])
             m = m[:, :-1]
         w.grad.copy_(m.reshape(w.shape))
+
+
+class _GBlock:
+    """A parameter with a G-only block built from one batch-level gradient (baselines' treatment of ops its
+    K-FAC does not know, such as the Gaussian policy's log-std): G = v v^T, v = transform(dL_fisher/dp, p)."""
+
+    __slots__ = ("param", "transform", "G", "n_stats", "eig")
+
+    def __init__(self, param: torch.Tensor, transform):
+        self.param, self.transform = param, transform
+        self.G, self.n_stats, self.eig = None, 0, None
 
 
 def conv_patches(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
@@ -144,23 +170,24 @@ def _cells_apply(conv: nn.Conv2d) -> bool:
 
 
 def input_factor(layer: _Layer, x: torch.Tensor) -> torch.Tensor:
-    """A for one batch of layer inputs, with the reference's scaling."""
+    """A for one batch of layer inputs, with the reference's scaling (a trailing 1 if the bias is homogeneous)."""
     m = layer.module
     B = x.shape[0]
     if layer.kind == "conv" and _cells_apply(m):
         oh = (x.shape[2] + 2 * m.padding[0] - m.kernel_size[0]) // m.stride[0] + 1
         ow = (x.shape[3] + 2 * m.padding[1] - m.kernel_size[1]) // m.stride[1] + 1
         L = oh * ow
-        return conv_input_factor_cells(x, m) / (B * L * L)
+        A = conv_input_factor_cells(x, m) / (B * L * L)
+        return A if layer.homogeneous else A[:-1, :-1]
     if layer.kind == "conv":
         p = conv_patches(x, m)
         L = p.shape[1]
         a = p.reshape(B * L, -1)
-        if m.bias is not None:
+        if layer.homogeneous:
             a = torch.cat([a, a.new_ones(a.shape[0], 1)], 1)
         return (a.t() @ a) / (B * L * L)
     a = x.reshape(-1, x.shape[-1])
-    if m.bias is not None:
+    if layer.homogeneous:
         a = torch.cat([a, a.new_ones(a.shape[0], 1)], 1)
     return (a.t() @ a) / B
 
@@ -176,29 +203,79 @@ def grad_factor(layer: _Layer, gout: torch.Tensor, batch_size: int) -> torch.Ten
     return (g.t() @ g) / batch_size
 
 
+def bias_grad_factor(layer: _Layer, gout: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """G of a separate bias block: per-example output gradients summed over the spatial positions (conv),
+    G_b = (1/B) sum_n (sum_s g)(sum_s g)^T, as baselines' K-FAC for a ``+ b`` bias."""
+    g = (gout.sum((2, 3)) if layer.kind == "conv" else gout.reshape(-1, gout.shape[-1])) * batch_size
+    return (g.t() @ g) / g.shape[0]
+
+
+def _eigh(M: torch.Tensor):
+    """eigh in the factor's dtype; on failure or non-finite output (nearly constant inputs make factors with many
+    repeated or zero eigenvalues, where float32 LAPACK can fail), again in float64, as the reference's
+    use_float64 option."""
+    try:
+        d, Q = torch.linalg.eigh(M)
+        if torch.isfinite(d).all() and torch.isfinite(Q).all():
+            return d, Q
+    except RuntimeError:
+        pass
+    d, Q = torch.linalg.eigh(M.double())
+    return d.to(M.dtype), Q.to(M.dtype)
+
+
+def _eigendecompose(factors: list[dict], eps: float, step: int) -> list[dict]:
+    """Eigendecompositions of every block's factors, eigenvalues below ``eps`` clamped to 0."""
+    out = []
+    for block in factors:
+        eig = {}
+        for name, M in block.items():
+            try:
+                d, Q = _eigh(M)
+            except RuntimeError as e:
+                raise EigendecompositionError(
+                    f"eigendecomposition of a K-FAC factor failed at update {step}: {e}") from None
+            if not torch.isfinite(d).all():
+                raise EigendecompositionError(f"non-finite K-FAC factor eigenvalues at update {step}")
+            eig[name] = (d.masked_fill(d < eps, 0.0), Q)
+        out.append(eig)
+    return out
+
+
+BIAS_MODES = ("separate", "homogeneous")
+
+
 class KFAC(torch.optim.Optimizer):
     def __init__(self, model: nn.Module, lr: float = 0.25, momentum: float = 0.9, stat_decay: float = 0.99,
-                 damping: float = 0.01, kl_clip: float = 0.001, eig_every: int = 10, stats_every: int = 1,
-                 cold_iters: int = 10, eig_eps: float = 1e-6, weight_decay: float = 0.0,
-                 extra_params: list | None = None):
-        self.layers = [_Layer(m) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+                 damping: float = 0.01, kl_clip: float = 0.001, eig_every: int = 1, eig_async: bool = True,
+                 stats_every: int = 1, stats_accum: int = 10, cold_iters: int = 11, cold_lr_scale: float = 1.0,
+                 cold_max_grad_norm: float | None = 0.5, eig_eps: float = 1e-6, weight_damping: float = 0.0,
+                 bias_mode: str = "separate", g_blocks: list | None = None, extra_params: list | None = None):
+        if bias_mode not in BIAS_MODES:
+            raise ValueError(f"bias_mode must be one of {BIAS_MODES}, got {bias_mode!r}")
+        self.layers = [_Layer(m, bias_mode) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
         if not self.layers:
             raise ValueError("K-FAC found no nn.Linear or nn.Conv2d layer in the model")
-        covered = {id(p) for layer in self.layers for p in layer.params()}
+        self.gblocks = [_GBlock(p, t) for p, t in (g_blocks or [])]
+        covered = {id(p) for layer in self.layers for p in layer.params()} | {id(b.param) for b in self.gblocks}
         others = [p for p in list(model.parameters()) + list(extra_params or [])
                   if p.requires_grad and id(p) not in covered]
-        # parameters outside Linear/Conv2d (e.g. a Gaussian policy's log-std) get the plain gradient
-        super().__init__([{"params": [p for layer in self.layers for p in layer.params()], "kfac": True},
+        # parameters outside every block get the plain gradient (a deviation; none in the reference networks)
+        super().__init__([{"params": [p for layer in self.layers for p in layer.params()] +
+                           [b.param for b in self.gblocks], "kfac": True},
                           {"params": others, "kfac": False}],
                          dict(lr=lr, momentum=momentum))
         self.param_groups = [g for g in self.param_groups if g["params"]]
-        self.stat_decay, self.damping, self.kl_clip = stat_decay, damping, kl_clip
-        self.eig_every, self.stats_every, self.cold_iters = eig_every, stats_every, cold_iters
-        self.eig_eps, self.weight_decay = eig_eps, weight_decay
+        self.stat_decay, self.damping, self.weight_damping, self.kl_clip = stat_decay, damping, weight_damping, kl_clip
+        self.eig_every, self.eig_async, self.stats_every = eig_every, eig_async, stats_every
+        self.stats_accum, self.cold_iters, self.cold_lr_scale = stats_accum, cold_iters, cold_lr_scale
+        self.cold_max_grad_norm, self.eig_eps = cold_max_grad_norm, eig_eps
         self.steps = 0
         self._capturing = False
         self._outputs: list[torch.Tensor] = []
         self._handles = []
+        self._pending = None          # eigendecompositions under way (a Future) or done and not yet installed
+        self._executor = None
         for layer in self.layers:
             self._handles.append(layer.module.register_forward_hook(self._make_fwd_hook(layer)))
         self.last = {}
@@ -213,22 +290,26 @@ class KFAC(torch.optim.Optimizer):
 
                 def on_grad(gout):
                     if self._capturing:
-                        self._accumulate(layer, input_factor(layer, x), grad_factor(layer, gout.detach(), x.shape[0]))
+                        gout = gout.detach()
+                        Gb = bias_grad_factor(layer, gout, x.shape[0]) if layer.separate_bias() else None
+                        self._accumulate(layer, input_factor(layer, x), grad_factor(layer, gout, x.shape[0]), Gb)
 
                 output.register_hook(on_grad)
                 self._outputs.append(output)
         return hook
 
-    def _accumulate(self, layer, A, G):
+    def _running(self, old: torch.Tensor | None, new: torch.Tensor, n: int) -> torch.Tensor:
+        if old is None:
+            return new.clone()
+        if n < self.stats_accum:   # the first statistics: a plain average
+            return old.add_(new - old, alpha=1.0 / (n + 1))
+        return old.lerp_(new, 1 - self.stat_decay)
+
+    def _accumulate(self, layer, A, G, Gb=None):
         n = layer.n_stats
-        if layer.A is None:
-            layer.A, layer.G = A.clone(), G.clone()
-        elif n < self.cold_iters:  # cold start: plain average of the first statistics
-            layer.A.add_(A - layer.A, alpha=1.0 / (n + 1))
-            layer.G.add_(G - layer.G, alpha=1.0 / (n + 1))
-        else:
-            layer.A.lerp_(A, 1 - self.stat_decay)
-            layer.G.lerp_(G, 1 - self.stat_decay)
+        layer.A, layer.G = self._running(layer.A, A, n), self._running(layer.G, G, n)
+        if Gb is not None:
+            layer.Gb = self._running(layer.Gb, Gb, n)
         layer.n_stats = n + 1
 
     def wants_stats(self) -> bool:
@@ -247,85 +328,131 @@ class KFAC(torch.optim.Optimizer):
             self._outputs = []
 
     def fisher_backward(self, fisher_loss: torch.Tensor) -> None:
-        """Backpropagate the sampled (true-Fisher) loss only as far as the layer outputs: their
-        gradients are all G needs, so the weight-gradient products of a full backward are skipped.
-        Call inside ``capture()`` after the forward pass; the graph is kept for the real loss."""
+        """Backpropagate the sampled (true-Fisher) loss only as far as the layer outputs (and the G-only
+        parameters): their gradients are all the factors need, so the weight-gradient products of a full
+        backward are skipped. Call inside ``capture()`` after the forward pass; the graph is kept."""
         if not self._outputs:
             raise RuntimeError("fisher_backward() needs a forward pass inside capture()")
-        torch.autograd.grad(fisher_loss, self._outputs, retain_graph=True)
+        grads = torch.autograd.grad(fisher_loss, self._outputs + [b.param for b in self.gblocks],
+                                    retain_graph=True, allow_unused=True)
+        for block, g in zip(self.gblocks, grads[len(self._outputs):]):
+            g = torch.zeros_like(block.param) if g is None else g
+            v = block.transform(g.detach(), block.param.detach()).reshape(1, -1)
+            block.G = self._running(block.G, v.t() @ v, block.n_stats)
+            block.n_stats += 1
 
     # ------------------------------------------------------------------ update
-    @staticmethod
-    def _eigh(M: torch.Tensor):
-        """eigh in the factor's dtype; on failure or non-finite output (nearly constant inputs make
-        factors with many repeated or zero eigenvalues, where float32 LAPACK can fail), again in
-        float64, as the reference's use_float64 option."""
-        try:
-            d, Q = torch.linalg.eigh(M)
-            if torch.isfinite(d).all() and torch.isfinite(Q).all():
-                return d, Q
-        except RuntimeError:
-            pass
-        d, Q = torch.linalg.eigh(M.double())
-        return d.to(M.dtype), Q.to(M.dtype)
+    def _factors(self) -> list[dict]:
+        return [layer.factors() for layer in self.layers] + [{"G": b.G} for b in self.gblocks]
 
-    def _refresh_eigen(self):
-        for layer in self.layers:
-            try:
-                dA, QA = self._eigh(layer.A)
-                dG, QG = self._eigh(layer.G)
-            except RuntimeError as e:
-                raise EigendecompositionError(
-                    f"eigendecomposition of a K-FAC factor failed at update {self.steps}: {e}") from None
-            if not (torch.isfinite(dA).all() and torch.isfinite(dG).all()):
-                raise EigendecompositionError(f"non-finite K-FAC factor eigenvalues at update {self.steps}")
-            layer.dA, layer.QA = dA.masked_fill(dA < self.eig_eps, 0.0), QA
-            layer.dG, layer.QG = dG.masked_fill(dG < self.eig_eps, 0.0), QG
+    def _blocks(self) -> list:
+        return self.layers + self.gblocks
+
+    def _install(self, eigs: list[dict]) -> None:
+        for block, eig in zip(self._blocks(), eigs):
+            block.eig = eig
+
+    def _collect(self) -> None:
+        """Install the eigendecompositions launched at an earlier update, if any."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._install(pending.result() if hasattr(pending, "result") else pending)
+
+    def _launch(self) -> None:
+        """Eigendecompose a copy of the current factors in a background thread; the result is installed at the
+        next update (baselines' queue runner: off the critical path, one update stale)."""
+        snapshot = [{k: v.clone() for k, v in f.items()} for f in self._factors()]
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="kfac-eigh")
+        self._pending = self._executor.submit(_eigendecompose, snapshot, self.eig_eps, self.steps)
 
     def precondition(self, layer: _Layer, grad: torch.Tensor) -> torch.Tensor:
         """(A kron G + damping I)^-1 applied to the (out, in) gradient matrix."""
-        v = layer.QG.t() @ grad @ layer.QA
-        v = v / (layer.dG.unsqueeze(1) * layer.dA.unsqueeze(0) + self.damping + self.weight_decay)
-        return layer.QG @ v @ layer.QA.t()
+        dA, QA = layer.eig["A"]
+        dG, QG = layer.eig["G"]
+        v = QG.t() @ grad @ QA
+        v = v / (dG.unsqueeze(1) * dA.unsqueeze(0) + self.damping + self.weight_damping)
+        return QG @ v @ QA.t()
+
+    def precondition_g(self, eig: tuple, grad: torch.Tensor) -> torch.Tensor:
+        """(G + damping I)^-1 applied to a G-only block's gradient (flattened)."""
+        dG, QG = eig
+        g = grad.reshape(-1)
+        return QG @ ((QG.t() @ g) / (dG + self.damping))
+
+    def _momentum_step(self, params, lr, momentum, key):
+        bufs = []
+        for p in params:
+            st = self.state[p]
+            if key not in st:
+                st[key] = torch.zeros_like(p)
+            bufs.append(st[key])
+        torch._foreach_mul_(bufs, momentum)
+        torch._foreach_add_(bufs, [p.grad for p in params])
+        torch._foreach_add_(params, bufs, alpha=-lr)
 
     @torch.no_grad()
     def step(self, closure=None):
-        if any(layer.A is None for layer in self.layers):
+        if any(layer.A is None for layer in self.layers) or any(b.G is None for b in self.gblocks):
             raise RuntimeError("K-FAC step before any statistics: run a Fisher backward inside capture() first")
-        if self.steps % self.eig_every == 0 or self.layers[0].dA is None:
-            self._refresh_eigen()
         group = next(g for g in self.param_groups if g["kfac"])
-        lr = group["lr"]
-        if self.weight_decay:
-            for layer in self.layers:
-                for p in layer.params():
-                    p.grad.add_(p, alpha=self.weight_decay)
+        lr, m = group["lr"], group["momentum"]
+        if self.steps < self.cold_iters:   # cold phase: momentum SGD while the factors accumulate
+            params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+            if self.cold_max_grad_norm:
+                nn.utils.clip_grad_norm_(params, self.cold_max_grad_norm)
+            self._momentum_step(params, lr * self.cold_lr_scale, m, "cold_momentum_buffer")
+            self.last = {"kl_predicted": float("nan"), "trust_scale": float("nan"), "vg": float("nan"), "cold": 1.0}
+            self.steps += 1
+            if self.steps == self.cold_iters and self.eig_async:   # ready for the first K-FAC step
+                self._launch()
+            return
+        if self.eig_async:
+            self._collect()
+        if self.layers[0].eig is None or (not self.eig_async and (self.steps - self.cold_iters) % self.eig_every == 0):
+            self._install(_eigendecompose(self._factors(), self.eig_eps, self.steps))   # from the current factors
         grads = [layer.grad_matrix() for layer in self.layers]
         nat = [self.precondition(layer, g) for layer, g in zip(self.layers, grads)]
+        for layer in self.layers:
+            if layer.separate_bias():
+                b = layer.module.bias
+                grads.append(b.grad)
+                nat.append(self.precondition_g(layer.eig["Gb"], b.grad).reshape(b.shape))
+        for block in self.gblocks:
+            grads.append(block.param.grad)
+            nat.append(self.precondition_g(block.eig["G"], block.param.grad).reshape(block.param.shape))
         vg = sum((n * g).sum() for n, g in zip(nat, grads)) * lr * lr
         nu = min(1.0, math.sqrt(self.kl_clip / vg.item())) if vg.item() > 0 else 1.0
-        for layer, n in zip(self.layers, nat):
+        n_layers = len(self.layers)
+        for layer, n in zip(self.layers, nat[:n_layers]):
             layer.set_grad(n * nu)
-        self.last = {"kl_predicted": (vg * nu * nu).item(), "trust_scale": nu, "vg": vg.item()}
+        k = n_layers
+        for layer in self.layers:
+            if layer.separate_bias():
+                layer.module.bias.grad.copy_(nat[k] * nu)
+                k += 1
+        for block in self.gblocks:
+            block.param.grad.copy_(nat[k] * nu)
+            k += 1
+        self.last = {"kl_predicted": (vg * nu * nu).item(), "trust_scale": nu, "vg": vg.item(), "cold": 0.0}
         for g in self.param_groups:  # SGD with momentum, step lr * (1 - momentum) as the reference
             params = [p for p in g["params"] if p.grad is not None]
-            bufs = []
-            for p in params:
-                st = self.state[p]
-                if "momentum_buffer" not in st:
-                    st["momentum_buffer"] = torch.zeros_like(p)
-                bufs.append(st["momentum_buffer"])
-            grads_ = [p.grad for p in params]
-            torch._foreach_mul_(bufs, g["momentum"])
-            torch._foreach_add_(bufs, grads_)
-            torch._foreach_add_(params, bufs, alpha=-g["lr"] * (1 - g["momentum"]))
+            self._momentum_step(params, g["lr"] * (1 - g["momentum"]), g["momentum"], "momentum_buffer")
         self.steps += 1
+        if self.eig_async and (self.steps - self.cold_iters) % self.eig_every == 0:
+            self._launch()
 
     # ------------------------------------------------------------------ state
     def state_dict(self):
         sd = super().state_dict()
+        pending = self._pending.result() if hasattr(self._pending, "result") else self._pending
+        self._pending = pending   # resolved: the same eigendecompositions are installed at the next update
         sd["kfac"] = {"steps": self.steps,
-                      "factors": [(l.A, l.G, l.n_stats, l.dA, l.QA, l.dG, l.QG) for l in self.layers]}
+                      "factors": [{"n": b.n_stats, **{k: v for k, v in b.factors().items()}} if isinstance(b, _Layer)
+                                  else {"n": b.n_stats, "G": b.G} for b in self._blocks()],
+                      "eig": [b.eig for b in self._blocks()], "pending": pending}
         return sd
 
     def load_state_dict(self, sd):
@@ -333,7 +460,11 @@ class KFAC(torch.optim.Optimizer):
         k = sd.pop("kfac")
         super().load_state_dict(sd)
         self.steps = k["steps"]
-        for layer, (A, G, n, dA, QA, dG, QG) in zip(self.layers, k["factors"]):
-            # the eigendecompositions are restored too: between refreshes the steps use stale ones
-            layer.A, layer.G, layer.n_stats = A, G, n
-            layer.dA, layer.QA, layer.dG, layer.QG = dA, QA, dG, QG
+        for block, f, eig in zip(self._blocks(), k["factors"], k["eig"]):
+            block.n_stats = f["n"]
+            if isinstance(block, _Layer):
+                block.A, block.G, block.Gb = f["A"], f["G"], f.get("Gb")
+            else:
+                block.G = f["G"]
+            block.eig = eig
+        self._pending = k["pending"]   # eigendecompositions launched before the checkpoint, installed next

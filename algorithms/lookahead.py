@@ -97,7 +97,7 @@ def _compiled_sync():
 
 
 class Lookahead(_Wrapper):
-    def __init__(self, optimizer: Optimizer, k: int = 5, alpha: float = 0.5, pullback_momentum: str = "none",
+    def __init__(self, optimizer: Optimizer, k: int = 5, alpha: float = 0.8, pullback_momentum: str = "none",
                  fused_sync: bool = False):
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"Lookahead k must be an integer >= 1, got {k!r}")
@@ -262,8 +262,10 @@ def build_optimizer(params, ocfg: dict, presets: dict | None = None) -> Optimize
     if la is not None:
         la_preset = dict(preset.get("lookahead") or {})
         la = {k: (v if v is not None else la_preset.get(k)) for k, v in dict(la).items()}
-        return Lookahead(opt, k=int(la.get("k") or 5), alpha=float(la["alpha"] if la.get("alpha") is not None else 0.5),
+        k, alpha = la.get("k"), la.get("alpha")   # null: the authors' defaults (alpha 0.8, k 5)
+        return Lookahead(opt, k=5 if k is None else k, alpha=0.8 if alpha is None else float(alpha),
                          pullback_momentum=la.get("pullback_momentum") or "none", fused_sync=bool(la.get("fused")))
     if pk is not None:
-        return Polyak(opt, start=int(dict(pk).get("start") or 0))
+        start = dict(pk).get("start")
+        return Polyak(opt, start=0 if start is None else int(start))
     return opt

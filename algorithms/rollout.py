@@ -1,10 +1,8 @@
-"""Rollout storage and return computation shared by A2C and ACKTR.
+"""Rollout storage and n-step returns shared by A2C and ACKTR (Atari).
 
 A rollout holds ``n_steps`` transitions from ``n_envs`` environments, tensors shaped (T, N, ...).
-``dones[t]`` marks that the episode ended *at* step t (terminated or truncated), so the value of
-``obs[t + 1]`` must not be bootstrapped into step t; for a truncation (time limit) the value of the
-true final observation is added to the reward instead, as is standard for partial-episode
-bootstrapping (Pardo et al. 2018).
+``dones[t]`` marks that the (learning) episode ended *at* step t, so the value of ``obs[t + 1]`` is not
+bootstrapped into step t (baselines: a lost life or a game's end, time limits included).
 """
 from __future__ import annotations
 
@@ -17,7 +15,7 @@ import torch
 class Rollout:
     obs: torch.Tensor        # (T, N, *obs_shape)
     actions: torch.Tensor    # (T, N) or (T, N, act_dim)
-    rewards: torch.Tensor    # (T, N), already including bootstrapped values of truncations
+    rewards: torch.Tensor    # (T, N), clipped for training
     dones: torch.Tensor      # (T, N) float: 1 where the episode ended at this step
     values: torch.Tensor     # (T, N) value estimates at obs[t]
     last_value: torch.Tensor  # (N,) value of the observation after the last step
@@ -45,17 +43,3 @@ def nstep_returns(rewards, dones, last_value, gamma: float) -> torch.Tensor:
         ret = rewards[t] + gamma * (1.0 - dones[t]) * ret
         out[t] = ret
     return out
-
-
-def gae(rewards, dones, values, last_value, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generalized advantage estimation; returns (advantages, returns = advantages + values)."""
-    T = rewards.shape[0]
-    adv = torch.empty_like(rewards)
-    next_value, running = last_value, torch.zeros_like(last_value)
-    for t in range(T - 1, -1, -1):
-        nonterminal = 1.0 - dones[t]
-        delta = rewards[t] + gamma * next_value * nonterminal - values[t]
-        running = delta + gamma * lam * nonterminal * running
-        adv[t] = running
-        next_value = values[t]
-    return adv, adv + values

@@ -6,6 +6,7 @@ import importlib
 RUNNERS = {
     "retrieval": "runners.retrieval",
     "onpolicy": "runners.onpolicy",
+    "continuous": "runners.continuous",
     "language_model": "runners.language_model",
     "classify": "runners.classify",
     "graph_generation": "runners.graph_generation",

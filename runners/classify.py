@@ -188,7 +188,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
         elif cfg.resume != "auto":
             raise UserError(f"resume: no checkpoint at {ckpt.path}")
     total_steps = tc.epochs * data.steps_per_epoch
-    tracker = Tracker(cfg, run_dir, total_steps=total_steps, start_step=step, wandb_id=wandb_id)
+    tracker = Tracker(cfg, run_dir, total_steps=total_steps, start_step=step, wandb_id=wandb_id, ckpt=ckpt)
 
     def snapshot():
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),

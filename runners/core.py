@@ -34,8 +34,98 @@ class NonFiniteLossError(UserError):
     pass
 
 
-class Interrupted(Exception):
-    """Raised inside a training loop after SIGTERM/SIGINT, once a checkpoint is written."""
+class Interrupted(BaseException):
+    """Raised inside a training loop after SIGTERM/SIGINT, once a checkpoint is written, or at once on a
+    second signal. A BaseException, so no ``except Exception`` on the way swallows it."""
+
+
+# --------------------------------------------------------------------------- config values
+# Allowed ranges of config values, by full key first, then by the key's last name; a value outside its range
+# is one line naming the key and the range (``check_config``). null stays allowed where the default is null.
+_INT1 = ("int", 1, None)          # a count or size: >= 1
+_INT0 = ("int", 0, None)          # >= 0
+_POS = ("num", 0.0, None, "open")  # > 0
+_NONNEG = ("num", 0.0, None)      # >= 0
+_UNIT = ("num", 0.0, 1.0)         # [0, 1]
+_UNIT_OPEN_TOP = ("num", 0.0, 1.0, "right_open")   # [0, 1)
+_UNIT_OPEN_BOTTOM = ("num", 0.0, 1.0, "left_open")  # (0, 1]
+CONFIG_RULES_BY_KEY = {
+    "threads": _INT0, "seed": _INT0, "data.seed": _INT0, "checkpoint.every": _INT0, "env.num_threads": _INT0,
+    "optimizer.lookahead.k": _INT1, "optimizer.lookahead.alpha": _UNIT_OPEN_BOTTOM,
+    "optimizer.polyak.start": _INT0, "algo.alpha": _UNIT_OPEN_TOP, "data.train_frac": ("num", 0.0, 1.0, "open"),
+    "model.slice_units": _INT0, "algo.kfac.cold_iters": _INT0, "train.warmup_epochs": _INT0,
+    "data.pad": _INT0, "data.workers": _INT0, "model.lam": _UNIT, "model.max_forget_bits": _INT1,
+}
+CONFIG_RULES_BY_NAME = {
+    **{k: _INT1 for k in (
+        "critic_iters", "eig_every", "stats_every", "n_envs", "n_steps", "crop", "max_len", "max_nodes",
+        "max_sentences", "min_freq", "min_len", "n_graphs", "n_pairs", "n_test", "n_train", "n_valid", "resize",
+        "vocab_size", "beam", "n_samples", "conv3_channels", "dim", "emb", "emb_size", "embed_dim",
+        "encoder_steps", "flow_blocks", "head_hidden", "heads", "hidden", "hidden_size", "inner_steps", "layers",
+        "n_layers", "steps", "ae_epochs", "batch_size", "bptt", "epochs", "eval_batch_size", "eval_every",
+        "flow_epochs", "log_every", "lr_patience", "lr_nonmono", "max_batches_per_epoch", "test_batch_size",
+        "total_timesteps", "k", "ae_steps", "flow_steps")},
+    **{k: _POS for k in (
+        "lr", "ae_lr", "flow_lr", "critic_lr", "eps", "damping", "kl_clip", "critic_kl_clip", "target_kl",
+        "temperature", "scale_bound", "clip", "max_grad_norm", "lr_min", "embed_init_std", "eta")},
+    **{k: _NONNEG for k in ("eig_eps", "noise_std", "ent_coef", "vf_coef", "vf_fisher_coef", "ar_alpha",
+                            "tar_beta", "weight_decay", "log_std_init_abs")},
+    **{k: _UNIT for k in ("gamma", "gae_lambda")},
+    **{k: _UNIT_OPEN_TOP for k in ("stat_decay", "momentum", "dropout", "dropoute", "dropouth", "dropouti",
+                                   "wdrop")},
+    "lr_gamma": _UNIT_OPEN_BOTTOM,
+}
+_SKIP_PREFIXES = ("smoke_overrides", "optim_presets", "hydra")
+
+
+def _range_text(rule) -> str:
+    kind, lo, hi, *opt = rule
+    shape = opt[0] if opt else "closed"
+    if kind == "int":
+        return f"an integer >= {lo}"
+    if hi is None:
+        return f"a number > {lo}" if shape == "open" else f"a number >= {lo}"
+    left = "(" if shape in ("open", "left_open") else "["
+    right = ")" if shape in ("open", "right_open") else "]"
+    return f"a number in {left}{lo}, {hi}{right}"
+
+
+def value_error(key: str, value) -> str | None:
+    """Why ``value`` is not allowed for ``key`` (None when it is)."""
+    rule = CONFIG_RULES_BY_KEY.get(key) or CONFIG_RULES_BY_NAME.get(key.rsplit(".", 1)[-1])
+    if rule is None or value is None:
+        return None
+    kind, lo, hi, *opt = rule
+    shape = opt[0] if opt else "closed"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind == "int" and not isinstance(value, int)):
+        return f"{key}={value!r}: must be {_range_text(rule)}"
+    if not math.isfinite(value):
+        ok = False
+    else:
+        ok = value > lo if shape in ("open", "left_open") else value >= lo
+        if hi is not None:
+            ok = ok and (value < hi if shape in ("open", "right_open") else value <= hi)
+    return None if ok else f"{key}={value!r}: must be {_range_text(rule)}"
+
+
+def check_config(cfg) -> None:
+    """Every value of a composed config against its allowed range (``CONFIG_RULES_*``); raises UserError."""
+    container = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+
+    def walk(node, prefix):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                key = f"{prefix}.{k}" if prefix else str(k)
+                if not key.startswith(_SKIP_PREFIXES):
+                    walk(v, key)
+        elif isinstance(node, list):
+            return
+        else:
+            err = value_error(prefix, node)
+            if err:
+                raise UserError(err)
+
+    walk(container, "")
 
 
 # --------------------------------------------------------------------------- seeding / device
@@ -65,7 +155,8 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, key, *rest = state["numpy"]   # the key array may come back from a checkpoint as a tensor
+    np.random.set_state((name, np.asarray(key, dtype=np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -99,13 +190,19 @@ class Tracker:
     """
 
     def __init__(self, cfg: DictConfig, run_dir: Path, total_steps: int, start_step: int = 0,
-                 wandb_id: str | None = None):
+                 wandb_id: str | None = None, ckpt: "Checkpointer | None" = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.key_metric = cfg.logger.get("key_metric", None)
         self.command = cfg.get("command")
         self.t_start = time.time()
-        self._jsonl = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
+        path = self.run_dir / "metrics.jsonl"
+        if ckpt is not None:
+            ckpt.tracker = self   # each checkpoint records how much of metrics.jsonl it covers
+            if ckpt.metrics_bytes is not None and path.exists() and path.stat().st_size > ckpt.metrics_bytes:
+                with open(path, "r+b") as f:   # rows logged after the checkpoint are logged again by the resumed run
+                    f.truncate(ckpt.metrics_bytes)
+        self._jsonl = open(path, "a", buffering=1)
         self._last: dict[str, float] = {}
         self.wandb_run = None
         self.wandb_id = wandb_id
@@ -117,18 +214,34 @@ class Tracker:
 
             os.environ.setdefault("WANDB_SILENT", "true")
             self.wandb_id = wandb_id or secrets.token_hex(4)
-            self.wandb_run = wandb.init(
-                project=cfg.logger.project, entity=cfg.logger.get("entity"), mode=mode,
+            kwargs = dict(
+                project=cfg.logger.project, entity=cfg.logger.get("entity"),
                 group=cfg.logger.get("group") or cfg.get("experiment_name"),
                 job_type=cfg.get("experiment_name"), name=cfg.logger.get("name"),
                 dir=str(self.run_dir), id=self.wandb_id, resume="allow",
                 config=OmegaConf.to_container(cfg, resolve=True), tags=list(cfg.logger.get("tags") or []),
             )
+            if mode == "online" and not wandb.login(prompt=False, verify=False):
+                _warn("logger.mode=online but no W&B API key (wandb login, or WANDB_API_KEY): logging offline; "
+                      f"upload later with: wandb sync {self.run_dir}/wandb")
+                mode = "offline"
+            try:
+                settings = wandb.Settings(init_timeout=cfg.logger.get("init_timeout", 20))
+                self.wandb_run = wandb.init(mode=mode, settings=settings, **kwargs)
+            except Exception as e:   # no network, a refused key, a server error: keep the run, log offline
+                if mode != "online":
+                    raise UserError(f"W&B could not start ({str(e).splitlines()[0][:160]}); "
+                                    f"logger.mode=disabled runs without it") from None
+                _warn(f"W&B online failed ({str(e).splitlines()[0][:120]}): logging offline; "
+                      f"upload later with: wandb sync {self.run_dir}/wandb")
+                wandb.teardown()   # the failed attempt still holds the run id in W&B's service process
+                self.wandb_run = wandb.init(mode="offline", **kwargs)
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=total_steps, initial=start_step, disable=not cfg.logger.get("progress", True),
                         dynamic_ncols=True, desc=cfg.get("experiment_name", "run"), file=sys.stderr,
                         mininterval=1.0)
+        self.total_steps, self.start_step, self.projected = total_steps, start_step, False
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         row = {"step": int(step), "time": time.time()}
@@ -140,8 +253,24 @@ class Tracker:
         if self.key_metric and self.key_metric in row:
             self.bar.set_postfix({self.key_metric: f"{row[self.key_metric]:.4g}"}, refresh=False)
 
+    def metrics_bytes(self) -> int:
+        self._jsonl.flush()
+        return self._jsonl.tell()
+
     def advance(self, step: int) -> None:
         self.bar.update(step - self.bar.n)
+        if not self.projected:
+            self._project(step)
+
+    def _project(self, step: int) -> None:
+        """Once, after the first updates (10 s or 2% of the run): the projected wall time of the rest."""
+        elapsed, done = time.time() - self.t_start, step - self.start_step
+        if done < 1 or not self.total_steps or (elapsed < 10 and done < 0.02 * self.total_steps):
+            return
+        self.projected = True
+        left = max(self.total_steps - step, 0) * elapsed / done
+        print(f"projected wall time: {_duration(left)} for the remaining {self.total_steps - step} of "
+              f"{self.total_steps} steps ({done / elapsed:.3g} steps/s so far)", file=sys.stderr, flush=True)
 
     def write_summary(self, summary: dict[str, Any]) -> dict[str, Any]:
         flat = {k: _py(v) for k, v in _flatten(summary).items()}
@@ -158,6 +287,18 @@ class Tracker:
         if self.wandb_run is not None:
             self.wandb_run.finish(exit_code=1 if failed else 0)
             self.wandb_run = None
+
+
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def hardware(threads: int | None = None) -> str:
@@ -232,18 +373,76 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 # --------------------------------------------------------------------------- checkpoints
+CHECKPOINT_FORMAT = 2   # bumped when what the runners store changes; an older checkpoint is refused in one line
+
+
+def plain(obj):
+    """What a checkpoint may hold: tensors, numbers, strings, None and dicts / lists / tuples of them, so that it
+    loads with ``torch.load(weights_only=True)`` (no code runs on load). NumPy arrays become tensors."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.copy())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return type(obj)((k, plain(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj)
+    if obj is None or isinstance(obj, (torch.Tensor, bool, int, float, str)):
+        return obj
+    raise TypeError(f"checkpoint value of type {type(obj).__name__} is not a tensor, number, string or container")
+
+
+def load_checkpoint(path: Path, map_location=None) -> dict:
+    """``torch.load(weights_only=True)`` with one-line errors: a file that would run code (a pickled object) is
+    refused, a corrupt or truncated one named as such, one from an older format refused."""
+    import pickle
+    import zipfile
+
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        if "GLOBAL" in msg or "global" in msg:
+            import re
+
+            found = re.search(r"GLOBAL ([\w.]+)", msg)
+            bad = found.group(1) if found else "an object"
+            raise UserError(f"{path}: refusing to load: it holds Python objects ({bad}), not only tensors, numbers "
+                            f"and strings; a checkpoint written by run.py never does") from None
+        raise UserError(f"{path} is corrupt or truncated ({msg.splitlines()[0][:120]}); "
+                        f"delete it to start afresh") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise UserError(f"{path} is corrupt or truncated ({first}); delete it to start afresh") from None
+    if not isinstance(state, dict) or "step" not in state or "rng" not in state:
+        raise UserError(f"{path} is not a run.py checkpoint (no step / rng state)")
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} was written by an older version of this code (checkpoint format "
+                        f"{state.get('format', 1)}, this code reads {CHECKPOINT_FORMAT}); it cannot be resumed")
+    return state
+
+
 class Checkpointer:
     """Saves ``checkpoint.pt`` into the run directory periodically and when SIGTERM/SIGINT arrive.
 
-    Writes go to a temporary file then ``os.replace``, so a crash mid-write never destroys the last
-    good checkpoint. The signal handler only sets a flag; the training loop calls ``should_stop()``
-    at a safe point, saves and raises ``Interrupted``.
+    Writes go to a temporary file, fsync, then ``os.replace``: a crash, a kill -9 or a full disk mid-write never
+    destroys the last good checkpoint (a failed write is one line saying so; the temporary file is removed).
+    Checkpoints hold only tensors, numbers, strings and containers (``plain``) and load with ``weights_only=True``.
+    The first signal is acknowledged at once and only sets a flag; the training loop calls ``should_stop()`` at a
+    safe point, saves and raises ``Interrupted``. A second signal stops at once, without saving, still naming the
+    resume command (the previous checkpoint is intact).
     """
+
+    saved_in_process = False   # any checkpoint written by this process (run.py: a failed resume is rolled back otherwise)
 
     def __init__(self, run_dir: Path, every: int):
         self.path = Path(run_dir) / "checkpoint.pt"
+        self.tmp = self.path.with_suffix(".pt.tmp")
         self.every = int(every)
         self.last_step: int | None = None
+        self.tracker: Tracker | None = None   # set by Tracker(ckpt=...): its metrics.jsonl offset goes in each checkpoint
+        self.metrics_bytes: int | None = None  # the loaded checkpoint's metrics.jsonl offset
         self._signal: int | None = None
         self._old = {}
 
@@ -261,12 +460,24 @@ class Checkpointer:
         return False
 
     def _handler(self, signum, frame):
-        if self._signal is not None:  # second signal: give up immediately
-            raise KeyboardInterrupt
+        name = signal.Signals(signum).name
+        if self._signal is not None:  # second signal: stop now, without saving
+            self._signal = signum
+            raise Interrupted(f"second {name}: stopped without saving; {self.describe()}; "
+                              f"continue with: {self.resume_command()}")
         self._signal = signum
+        print(f"\n{name}: stopping after this step with a checkpoint (send it again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    def resume_command(self) -> str:
+        import shlex
+
+        return f"python run.py resume={shlex.quote(str(self.path.parent))}"
 
     def describe(self) -> str:
         if self.last_step is None:
+            if self.path.exists():
+                return f"last good checkpoint: {self.path}"
             return "no checkpoint written yet"
         return f"last good checkpoint: {self.path} (step {self.last_step})"
 
@@ -277,17 +488,32 @@ class Checkpointer:
         return self.every > 0 and step % self.every == 0
 
     def save(self, state: dict, step: int) -> None:
-        state = dict(state, step=step, rng=rng_state())
-        tmp = self.path.with_suffix(".pt.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)
+        extra = {"metrics_bytes": self.tracker.metrics_bytes()} if self.tracker is not None else {}
+        state = plain(dict(state, step=step, rng=rng_state(), format=CHECKPOINT_FORMAT, **extra))
+        try:
+            with open(self.tmp, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(self.tmp, self.path)
+        except (OSError, RuntimeError) as e:
+            self.tmp.unlink(missing_ok=True)
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[-1][:160]
+            raise UserError(f"cannot write the checkpoint {self.path} at step {step} ({reason}: disk full or "
+                            f"folder not writable?); {self.describe()} is intact") from None
+        except BaseException:   # a second Ctrl-C inside the write: no temporary file is left behind
+            self.tmp.unlink(missing_ok=True)
+            raise
         self.last_step = step
+        Checkpointer.saved_in_process = True
 
     def load(self, map_location=None) -> dict | None:
+        self.tmp.unlink(missing_ok=True)   # the remains of a write that was killed
         if not self.path.exists():
             return None
-        state = torch.load(self.path, map_location=map_location, weights_only=False)
+        state = load_checkpoint(self.path, map_location=map_location)
         self.last_step = state["step"]
+        self.metrics_bytes = state.get("metrics_bytes")
         return state
 
     def resume_state(self, resume, map_location=None) -> dict | None:
@@ -315,4 +541,4 @@ class Checkpointer:
         self.save(state, step)
         name = signal.Signals(self._signal).name
         raise Interrupted(f"{name} at step {step}: checkpoint saved to {self.path}; "
-                          f"continue with: python run.py resume={self.path.parent}")
+                          f"continue with: {self.resume_command()}")

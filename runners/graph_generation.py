@@ -120,7 +120,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
         opt_ae.load_state_dict(state["opt_ae"])
         opt_flow.load_state_dict(state["opt_flow"])
         epoch, batch_i, step, wandb_id = state["epoch"], state["batch"], state["step"], state["wandb_id"]
-    tracker = Tracker(cfg, run_dir, total_steps=total_steps, start_step=step, wandb_id=wandb_id)
+    tracker = Tracker(cfg, run_dir, total_steps=total_steps, start_step=step, wandb_id=wandb_id, ckpt=ckpt)
 
     def snapshot():
         return {"encoder": encoder.state_dict(), "flow": flow.state_dict(), "opt_ae": opt_ae.state_dict(),

@@ -63,11 +63,36 @@ def segment_length(bptt: int, variable: bool, rng: np.random.Generator) -> int:
 def epoch_lr(tc, base_lr: float, epoch: int, plateau_scale: float = 1.0) -> float:
     if tc.lr_schedule == "constant":
         return base_lr
-    if tc.lr_schedule == "plateau":   # x lr_gamma after every epoch whose validation did not improve
+    if tc.lr_schedule in ("plateau", "nonmono"):   # decayed by ``lr_decay_due`` after validations
         return base_lr * plateau_scale
     if tc.lr_schedule == "step":
         return base_lr * tc.lr_gamma ** sum(epoch >= m for m in tc.lr_milestones)
-    raise UserError(f"train.lr_schedule must be constant, step or plateau, got '{tc.lr_schedule}'")
+    raise UserError(f"train.lr_schedule must be constant, step, plateau or nonmono, got '{tc.lr_schedule}'")
+
+
+def lr_decay_due(tc, val_history: list[float], bad_epochs: int) -> tuple[bool, int]:
+    """After a validation pass (``val_history`` ends with it): is the learning rate cut now, and the new
+    count of consecutive epochs without a new best.
+
+    ``plateau``: x ``lr_gamma`` after ``lr_patience`` consecutive epochs without a new best validation loss,
+    then the count restarts (the Lookahead paper's PTB rule: halve after 15 epochs without improvement).
+    ``nonmono``: x ``lr_gamma`` whenever the latest validation loss is worse than the best of all but the last
+    ``lr_nonmono`` epochs (AWD-LSTM's non-monotone trigger, as the reversible-RNN authors' code uses it).
+    """
+    *before, latest = val_history
+    if tc.lr_schedule == "plateau":
+        bad = 0 if not before or latest < min(before) else bad_epochs + 1
+        return (True, 0) if bad >= tc.lr_patience else (False, bad)
+    if tc.lr_schedule == "nonmono":
+        n = tc.lr_nonmono
+        return len(before) > n and latest > min(before[:-n]), 0
+    return False, 0
+
+
+def stopped_by_lr(tc, lr: float) -> bool:
+    """``train.lr_min``: training ends once a decayed learning rate falls below it (the reversible-RNN
+    authors stop at lr < 0.01)."""
+    return tc.lr_min is not None and lr < tc.lr_min
 
 
 def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
@@ -86,14 +111,16 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
     epoch, pos, step, wandb_id = 0, 0, 0, None
     hidden = model.init_state(tc.batch_size)
     best = {"ppl": float("inf"), "epoch": -1, "state": None}
-    plateau_scale = 1.0
+    plateau_scale, val_history, bad_epochs = 1.0, [], 0
+    epoch_loss, epoch_tokens = 0.0, 0   # this epoch's summed training cross-entropy and tokens (per-epoch curve)
     if cfg.resume:
         state = ckpt.load(map_location=device)
         if state is not None:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             epoch, pos, step, best, wandb_id = state["epoch"], state["pos"], state["step"], state["best"], state["wandb_id"]
-            plateau_scale = state.get("plateau_scale", 1.0)
+            plateau_scale, val_history, bad_epochs = state["plateau_scale"], state["val_history"], state["bad_epochs"]
+            epoch_loss, epoch_tokens = state["epoch_loss"]
             hidden = state["hidden"]
             rng.bit_generator.state = state["np_rng"]
             set_rng_state(state["rng"])
@@ -103,11 +130,12 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
     batches_per_epoch = math.ceil((len(train_data) - 1) / tc.bptt)
     if tc.max_batches_per_epoch:
         batches_per_epoch = min(batches_per_epoch, tc.max_batches_per_epoch)
-    tracker = Tracker(cfg, run_dir, total_steps=tc.epochs * batches_per_epoch, start_step=step, wandb_id=wandb_id)
+    tracker = Tracker(cfg, run_dir, total_steps=tc.epochs * batches_per_epoch, start_step=step, wandb_id=wandb_id, ckpt=ckpt)
 
     def snapshot():
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "pos": pos,
-                "step": step, "best": best, "hidden": hidden, "plateau_scale": plateau_scale, "np_rng": rng.bit_generator.state,
+                "step": step, "best": best, "hidden": hidden, "plateau_scale": plateau_scale,
+                "val_history": val_history, "bad_epochs": bad_epochs, "epoch_loss": [float(epoch_loss), epoch_tokens], "np_rng": rng.bit_generator.state,
                 "wandb_id": tracker.wandb_id}
 
     failed = True
@@ -118,8 +146,9 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
         raise UserError(f"train.reversal=true needs reversible cells (model.cell=revlstm|revgru), got '{cfg.model.cell}'")
     try:
         with ckpt:
-            while epoch < tc.epochs:
+            while epoch < tc.epochs and not stopped_by_lr(tc, base_lr * plateau_scale):
                 lr_now = epoch_lr(tc, base_lr, epoch, plateau_scale)
+                epoch_loss = torch.as_tensor(epoch_loss, dtype=torch.float64, device=device)
                 while pos < len(train_data) - 2:
                     if tc.max_batches_per_epoch and pos >= tc.max_batches_per_epoch * tc.bptt:
                         break
@@ -154,6 +183,8 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                     tokens += y.numel()
                     loss_sum += loss.detach()
                     n_sum += 1
+                    epoch_loss += loss.detach() * y.numel()
+                    epoch_tokens += y.numel()
                     if step % tc.log_every == 0:
                         elapsed = time.perf_counter() - t0
                         mean = loss_sum.item() / n_sum
@@ -175,12 +206,17 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                     val_loss = evaluate(model, val_data, tc.bptt)
                     if val_loss < best["ppl"] and math.isfinite(val_loss):
                         best = {"ppl": val_loss, "epoch": epoch + 1, "state": copy.deepcopy(model.state_dict())}
-                    elif tc.lr_schedule == "plateau":
-                        plateau_scale *= tc.lr_gamma
+                val_history.append(val_loss)
+                cut, bad_epochs = lr_decay_due(tc, val_history, bad_epochs)
+                if cut:
+                    plateau_scale *= tc.lr_gamma
                 val_ppl = math.exp(min(val_loss, 50))
                 best_ppl = math.exp(min(best["ppl"], 50))
+                train_epoch = float(epoch_loss) / max(epoch_tokens, 1)
                 tracker.log({"val/loss": val_loss, "val/ppl": val_ppl, "val/ppl_best": best_ppl,
-                             "epoch": epoch + 1}, step)
+                             "train/epoch_loss": train_epoch, "train/epoch_ppl": math.exp(min(train_epoch, 50)),
+                             "train/epoch_lr": lr_now, "epoch": epoch + 1}, step)
+                epoch_loss, epoch_tokens = 0.0, 0
                 epoch, pos = epoch + 1, 0
                 hidden = model.init_state(tc.batch_size)
                 ckpt.save(snapshot(), step)
@@ -196,7 +232,8 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
         summary = tracker.write_summary({
             "val/ppl_best": math.exp(best["ppl"]), "val/loss_best": best["ppl"], "best_epoch": best["epoch"],
             "test/ppl": math.exp(test_loss), "test/loss": test_loss,
-            "train/epochs": epoch, "train/steps": step, "n_params": sum(p.numel() for p in model.parameters()),
+            "train/epochs": epoch, "train/steps": step, "train/lr_final": base_lr * plateau_scale,
+            "train/stopped_by_lr_min": stopped_by_lr(tc, base_lr * plateau_scale), "n_params": sum(p.numel() for p in model.parameters()),
             "optimizer": cfg.optimizer.name, "lr": base_lr, "seed": cfg.seed, "device": str(device),
             "cell": cfg.model.cell, "vocab": len(corpus), "reversal": bool(tc.reversal),
             **({k: mem_sum["mem/bits_bptt"] / mem_sum[f"mem/bits_{b}"] for k, b in

@@ -99,7 +99,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         epoch, step, best, wandb_id = state["epoch"], state["step"], state["best"], state["wandb_id"]
-    tracker = Tracker(cfg, run_dir, total_steps=tc.epochs * len(data.train), start_step=step, wandb_id=wandb_id)
+    tracker = Tracker(cfg, run_dir, total_steps=tc.epochs * len(data.train), start_step=step, wandb_id=wandb_id, ckpt=ckpt)
 
     def snapshot():
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "step": step,

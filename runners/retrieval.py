@@ -82,7 +82,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
         elif cfg.resume != "auto":
             raise UserError(f"resume: no checkpoint at {ckpt.path}")
 
-    tracker = Tracker(cfg, run_dir, total_steps=tc.steps, start_step=step, wandb_id=wandb_id)
+    tracker = Tracker(cfg, run_dir, total_steps=tc.steps, start_step=step, wandb_id=wandb_id, ckpt=ckpt)
 
     def snapshot():
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "best": best,

@@ -156,7 +156,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
         opt.load_state_dict(state["optimizer"])
         epoch, batch_i, step, best, wandb_id = (state["epoch"], state["batch"], state["step"], state["best"],
                                                 state["wandb_id"])
-    tracker = Tracker(cfg, run_dir, total_steps=tc.epochs * steps_per_epoch, start_step=step, wandb_id=wandb_id)
+    tracker = Tracker(cfg, run_dir, total_steps=tc.epochs * steps_per_epoch, start_step=step, wandb_id=wandb_id, ckpt=ckpt)
 
     def snapshot():
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "batch": batch_i, "step": step, "best": best,
@@ -210,7 +210,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                     ckpt.interrupt(snapshot(), step)
 
         if (run_dir / "best_model.pt").exists():
-            model.load_state_dict(torch.load(run_dir / "best_model.pt", map_location=device))
+            model.load_state_dict(torch.load(run_dir / "best_model.pt", map_location=device, weights_only=True))
         test = evaluate(model, data, "test", tc.eval_batch_size, device)
         hyps = translate(model, data, "test", tc.eval_batch_size, device, cfg.eval.beam, cfg.eval.max_len)
         _, refs_tok, refs_raw = data.splits["test"]

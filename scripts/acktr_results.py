@@ -55,7 +55,7 @@ def partial_summary(run: Path) -> dict:
     scores = [r["episode/score"] for r in rows if "episode/score" in r]
     overrides = OmegaConf.load(run / ".hydra" / "overrides.yaml")
     overrides = [o for o in overrides if not o.startswith(("resume=", "hydra.run.dir="))]
-    return {"algo": cfg.algo.name, "env": cfg.env.get("game") if cfg.env.kind == "atari" else cfg.env.id,
+    return {"algo": cfg.algo.name, "env": (cfg.env.get("game") or cfg.env.id.split("/")[-1].split("-")[0].lower()) if cfg.env.kind == "atari" else cfg.env.id,
             "seed": cfg.seed, "timesteps": max(r.get("timesteps", 0) for r in rows),
             "score/mean10": float(np.mean(scores[-10:])), "score/mean100": float(np.mean(scores[-100:])),
             "score/top10": float(np.mean(sorted(scores)[-10:])), "episodes": len(scores),
@@ -72,7 +72,7 @@ def collect(dirs):
             s = json.loads(summ.read_text()) if summ.exists() else partial_summary(run)
             cfg = OmegaConf.load(run / "resolved_config.yaml")
             if cfg.env.kind == "atari":
-                s["env"] = cfg.env.game          # one name per game, finished or interrupted
+                s["env"] = cfg.env.id.split("/")[-1].split("-")[0].lower()         # one name per game, finished or interrupted
             se = cfg.algo.kfac.stats_every if cfg.algo.name == "acktr" else 1
             s["variant"] = s["algo"] + (f"_stats{se}" if se > 1 else "")
             if cfg.algo.name == "acktr" and cfg.algo.get("critic_lr") and cfg.algo.get("critic_iters", 1) == 1:

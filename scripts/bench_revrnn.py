@@ -67,7 +67,7 @@ def main():
     rev = AWDLanguageModel(args.vocab, cell=args.cell, max_forget_bits=bits, **common).to(dev).train()
     fused = AWDLanguageModel(args.vocab, cell=args.cell[3:], **common).to(dev).train()
     if args.checkpoint:   # trained gates forget differently from fresh ones
-        rev.load_state_dict(torch.load(args.checkpoint, map_location=dev, weights_only=False)["model"])
+        rev.load_state_dict(torch.load(args.checkpoint, map_location=dev, weights_only=True)["model"])
     if args.data_root:
         from omegaconf import OmegaConf
 

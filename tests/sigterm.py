@@ -26,7 +26,7 @@ def sigterm_then_resume(tmp_path, args, total_key, min_lines=3):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "SIGTERM" in err and f"resume={run}" in err and not (run / "summary.json").exists()
-    stopped = torch.load(run / "checkpoint.pt", weights_only=False)
+    stopped = torch.load(run / "checkpoint.pt", weights_only=True)
     assert 0 < stopped["step"] < full[total_key]
     run_cli(f"resume={run}", check=True)
     resumed = json.loads((run / "summary.json").read_text())

@@ -130,8 +130,8 @@ def test_torchrun_two_processes_keep_identical_weights(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert s["world_size"] == 2 and s["train/steps"] == 10          # 40 images / 2 ranks / 4 per rank x 2 epochs
-    a = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "run" / "rank1" / "checkpoint.pt", weights_only=False)["model"]
+    a = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "run" / "rank1" / "checkpoint.pt", weights_only=True)["model"]
     for k in a:
         if "running" not in k and "num_batches" not in k:           # BN running stats stay per rank
             assert torch.equal(a[k], b[k]), k

@@ -129,7 +129,9 @@ def test_every_env_id_resolves(name):
         env = gym.make(cfg.env.id, frameskip=1, repeat_action_probability=0.0)
         from ale_py import roms
 
-        assert roms.get_rom_path(cfg.env.game).exists()       # the ROM the native vector env loads
+        from runners.onpolicy import ale_game
+
+        assert roms.get_rom_path(ale_game(cfg.env.id)).exists()   # the ROM the native vector env loads
         assert env.action_space.n >= 2
     else:
         env = gym.make(cfg.env.id)
@@ -150,24 +152,11 @@ def test_wandb_offline_run_is_written(tmp_path):
     assert json.dumps(summary["test/error"]).encode() in raw  # the summary was logged too
 
 
-def test_unknown_experiment():
-    line = one_error_line(run_cli("experiment=nope"))
-    assert "unknown experiment 'nope'" in line and "fastweights_retrieval" in line and "lstm_retrieval" in line
-
-
-def test_no_experiment():
-    assert "experiment=<name>" in one_error_line(run_cli())
-
-
 def test_wrong_type_override():
     line = one_error_line(run_cli("experiment=fastweights_retrieval", "model.hidden_size=abc"))
     assert "model.hidden_size=abc" in line and "integer" in line
     line = one_error_line(run_cli("-m", "experiment=fastweights_retrieval", "train.lr=abc,1e-3"))
     assert "train.lr" in line
-
-
-def test_unknown_key():
-    assert "model.hiden_size" in one_error_line(run_cli("experiment=fastweights_retrieval", "model.hiden_size=5"))
 
 
 def test_missing_data_directory(tmp_path):
@@ -186,7 +175,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     step = int(line.split(" at step ")[1].split(";")[0])
     assert 10 < step <= 40
     import torch
-    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert ck["step"] == 10
     assert all(torch.isfinite(v).all() for v in ck["model"].values())
 

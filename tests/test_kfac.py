@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from algorithms.kfac import KFAC
+from algorithms.kfac import KFAC, _eigendecompose, _eigh
 
 torch.manual_seed(0)
 D = torch.float64
@@ -26,7 +26,7 @@ def run_stats(model, kfac, x, w, full_backward=False):
 
 def test_linear_factors_match_per_sample_loops():
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(D)
-    kfac = KFAC(model)
+    kfac = KFAC(model, bias_mode="homogeneous")
     B = 6
     x, w = torch.randn(B, 3, dtype=D), torch.randn(B, 2, dtype=D)
     run_stats(model, kfac, x, w)
@@ -53,7 +53,7 @@ def test_linear_factors_match_per_sample_loops():
 def test_conv_factors_match_naive_patches_with_spatial_scaling():
     conv = nn.Conv2d(2, 3, kernel_size=3, stride=2, padding=1).to(D)
     model = nn.Sequential(conv, nn.ReLU(), nn.Flatten(), nn.Linear(3 * 3 * 3, 2)).to(D)
-    kfac = KFAC(model)
+    kfac = KFAC(model, bias_mode="homogeneous")
     B = 4
     x, w = torch.randn(B, 2, 5, 5, dtype=D), torch.randn(B, 2, dtype=D)
     run_stats(model, kfac, x, w)
@@ -81,17 +81,17 @@ def test_conv_factors_match_naive_patches_with_spatial_scaling():
 
 def _fitted(eig_eps=0.0, **kw):
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)).to(D)
-    kfac = KFAC(model, eig_eps=eig_eps, **kw)
+    kfac = KFAC(model, eig_eps=eig_eps, **{"bias_mode": "homogeneous", "cold_iters": 0, "eig_async": False, **kw})
     x, w = torch.randn(40, 1, 6, 6, dtype=D), torch.randn(40, 3, dtype=D)
     run_stats(model, kfac, x, w)
-    kfac._refresh_eigen()
+    kfac._install(_eigendecompose(kfac._factors(), eig_eps, 0))
     return model, kfac
 
 
 def test_preconditioned_gradient_equals_dense_damped_solve():
     model, kfac = _fitted(damping=0.03)
     for layer in kfac.layers:
-        assert layer.dA.min() > 0 and layer.dG.min() > 0  # nothing clamped: the identity is exact
+        assert layer.eig["A"][0].min() > 0 and layer.eig["G"][0].min() > 0  # nothing clamped: the identity is exact
         g = torch.randn(layer.G.shape[0], layer.A.shape[0], dtype=D)
         dense = torch.kron(layer.G, layer.A) + 0.03 * torch.eye(g.numel(), dtype=D)
         expect = torch.linalg.solve(dense, g.reshape(-1)).reshape(g.shape)
@@ -126,9 +126,9 @@ def test_trust_region_caps_predicted_kl(kl_clip):
     torch.testing.assert_close(step[1], -0.25 * nu * nat[:, -1])
 
 
-def test_cold_start_plain_average_then_running_average():
+def test_first_statistics_plain_average_then_running_average():
     model = nn.Linear(2, 2).to(D)
-    kfac = KFAC(model, cold_iters=2, stat_decay=0.9)
+    kfac = KFAC(model, stats_accum=2, stat_decay=0.9, bias_mode="homogeneous")
     xs = [torch.randn(5, 2, dtype=D) for _ in range(3)]
     As = []
     for x in xs:
@@ -145,11 +145,11 @@ def test_fisher_backward_equals_full_backward_statistics_and_leaves_no_grads():
         torch.manual_seed(3)
         m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(32, 3)).to(D)
         return m, KFAC(m)
-    x, w = torch.randn(7, 1, 6, 6, dtype=D), torch.randn(7, 3, dtype=D)
+    x, w = torch.randn(7, 1, 6, 6, dtype=D), torch.randn(7, 3, dtype=D)  # (separate biases: Gb checked too)
     m1, k1 = fresh(); run_stats(m1, k1, x, w, full_backward=True)
     m2, k2 = fresh(); run_stats(m2, k2, x, w)
     for a, b in zip(k1.layers, k2.layers):
-        torch.testing.assert_close(a.A, b.A); torch.testing.assert_close(a.G, b.G)
+        torch.testing.assert_close(a.A, b.A); torch.testing.assert_close(a.G, b.G); torch.testing.assert_close(a.Gb, b.Gb)
     assert all(p.grad is None for p in m2.parameters())
 
 
@@ -161,10 +161,10 @@ def test_no_stats_outside_capture_and_state_roundtrip():
     sd = kfac.state_dict()
     model2 = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(32, 3)).to(D)
     model2.load_state_dict(model.state_dict())
-    k2 = KFAC(model2, eig_eps=0.0)
+    k2 = KFAC(model2, eig_eps=0.0, bias_mode="homogeneous", cold_iters=0, eig_async=False)
     k2.load_state_dict(sd)
     for a, b in zip(kfac.layers, k2.layers):
-        torch.testing.assert_close(a.A, b.A); torch.testing.assert_close(a.QG, b.QG)
+        torch.testing.assert_close(a.A, b.A); torch.testing.assert_close(a.eig["G"][1], b.eig["G"][1])
     assert k2.steps == kfac.steps
 
 
@@ -179,7 +179,9 @@ def test_cell_factor_equals_unfold_factor(C, H, k, s, p):
     torch.testing.assert_close(conv_input_factor_cells(x, conv), a.t() @ a, rtol=1e-10, atol=1e-9)
     L = conv_patches(x, conv).shape[1]
     from algorithms.kfac import input_factor
-    torch.testing.assert_close(input_factor(_Layer(conv), x), a.t() @ a / (3 * L * L), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(input_factor(_Layer(conv, "homogeneous"), x), a.t() @ a / (3 * L * L), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(input_factor(_Layer(conv, "separate"), x), (a.t() @ a)[:-1, :-1] / (3 * L * L),
+                               rtol=1e-10, atol=1e-12)
 
 
 def test_eigh_falls_back_to_float64(monkeypatch):
@@ -193,6 +195,6 @@ def test_eigh_falls_back_to_float64(monkeypatch):
     monkeypatch.setattr(torch.linalg, "eigh", flaky)
     M = torch.randn(6, 6)
     M = M @ M.t()
-    d, Q = KFAC._eigh(M)
+    d, Q = _eigh(M)
     assert d.dtype == torch.float32
     torch.testing.assert_close(Q @ torch.diag(d) @ Q.t(), M, rtol=1e-4, atol=1e-4)

@@ -1,23 +1,16 @@
+"""The on-policy runners and algorithms beyond the K-FAC core: Atari environments as baselines builds them, the
+continuous-control recipe (z-filter, features, returns, KL-adapted step size), A2C's TF RMSprop, the lr schedule,
+checkpointing of the algorithms' state."""
+import math
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
 from conftest import run_cli
-from runners.onpolicy import RunningMeanStd
 
 QUIET = ["logger.mode=disabled", "logger.progress=false", "smoke=true"]
-
-
-def test_running_mean_std_equals_batch_statistics():
-    rng = np.random.default_rng(0)
-    chunks = [rng.normal(3.0, 2.0, size=(n, 4)) for n in (5, 17, 1, 40)]
-    rms = RunningMeanStd((4,))
-    for c in chunks:
-        rms.update(c)
-    allx = np.concatenate(chunks)
-    np.testing.assert_allclose(rms.mean, allx.mean(0), rtol=1e-4)
-    np.testing.assert_allclose(rms.var, allx.var(0), rtol=1e-4)
-    z = rms.normalize(allx)
-    assert z.dtype == np.float32 and abs(z.mean()) < 1e-3
 
 
 def _one_line(p):
@@ -26,175 +19,216 @@ def _one_line(p):
     return line
 
 
-def test_unknown_environment_id_is_one_line(tmp_path):
-    line = _one_line(run_cli("experiment=acktr_halfcheetah", "env.id=HalfCheeta-v5", f"hydra.run.dir={tmp_path}", *QUIET))
-    assert "unknown environment id 'HalfCheeta-v5'" in line and "HalfCheetah-v5" in line
-    line = _one_line(run_cli("experiment=a2c_pong", "env.game=pongg", f"hydra.run.dir={tmp_path}/b", *QUIET))
-    assert "unknown Atari game 'pongg'" in line
-
-
-def test_gymnasium_atari_backend_smoke(tmp_path):
-    p = run_cli("experiment=a2c_breakout", "env.backend=gymnasium", f"hydra.run.dir={tmp_path}", *QUIET)
-    assert p.returncode == 0, p.stderr[-2000:]
-
-
-def _batch(n=64, obs_dim=5, act_dim=2):
-    import torch
-    g = torch.Generator().manual_seed(0)
-    return (torch.randn(n, obs_dim, generator=g), torch.randn(n, act_dim, generator=g),
-            torch.randn(n, generator=g), torch.randn(n, generator=g))
-
-
-def test_acktr_target_kl_adapts_step_size_and_checkpoints_it():
-    import torch
-    from algorithms.acktr import ACKTR
-    from models.actor_critic import MujocoActorCritic
-    torch.manual_seed(0)
-    for target, direction in ((1e-9, "down"), (1e3, "up")):
-        algo = ACKTR(MujocoActorCritic(5, 2), total_updates=10, lr=0.03, target_kl=target, kl_clip=0.01)
-        info = algo.update(*_batch())
-        assert info["kl_measured"] >= 0 and np.isfinite(float(info["loss/total"]))
-        assert (algo.lr_scale < 1) if direction == "down" else (algo.lr_scale > 1)
-        again = ACKTR(MujocoActorCritic(5, 2), total_updates=10, lr=0.03, target_kl=target, kl_clip=0.01)
-        again.load_state_dict(algo.state_dict())
-        assert again.lr_scale == algo.lr_scale and again.updates == 1
-
-
-def test_a2c_and_acktr_updates_move_parameters():
-    import torch
-    from algorithms.a2c import A2C
-    from algorithms.acktr import ACKTR
-    from models.actor_critic import MujocoActorCritic
-    for cls in (A2C, ACKTR):
-        torch.manual_seed(0)
-        model = MujocoActorCritic(5, 2)
-        before = [p.detach().clone() for p in model.parameters()]
-        algo = cls(model, total_updates=4)
-        info = algo.update(*_batch())
-        assert all(np.isfinite(float(v)) for v in info.values())
-        assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
-        if cls is ACKTR:
-            assert info["kfac/kl"] <= 0.001 * (1 + 1e-6)
-
-
-def test_acktr_separate_critic_has_its_own_kfac_and_trust_region():
-    import torch
-    from algorithms.acktr import ACKTR
-    from models.actor_critic import MujocoActorCritic
-    torch.manual_seed(0)
-    model = MujocoActorCritic(5, 2)
-    algo = ACKTR(model, total_updates=10, lr=0.03, critic_lr=0.25, critic_kl_clip=0.3, kl_clip=0.001)
-    actor_ids = {id(p) for g in algo.opt.param_groups for p in g["params"]}
-    critic_ids = {id(p) for g in algo.critic_opt.param_groups for p in g["params"]}
-    assert actor_ids == {id(p) for p in list(model.policy.parameters()) + [model.log_std]}
-    assert critic_ids == {id(p) for p in model.value.parameters()}
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    info = algo.update(*_batch())
-    assert info["kfac/kl"] <= 0.001 * (1 + 1e-6) and algo.critic_opt.last["kl_predicted"] <= 0.3 * (1 + 1e-6)
-    assert all(not torch.equal(before[n], p) for n, p in model.named_parameters())
-    again = ACKTR(MujocoActorCritic(5, 2), total_updates=10, lr=0.03, critic_lr=0.25, critic_kl_clip=0.3)
-    again.load_state_dict(algo.state_dict())
-    assert again.critic_opt.steps == 1
-    for a, b in zip(algo.critic_opt.layers, again.critic_opt.layers):
-        torch.testing.assert_close(a.A, b.A)
-
-
-def test_acktr_critic_iterations_fit_only_the_critic():
-    """critic_iters=k: the policy step is the same as with one critic step (same seed, same batch); the
-    critic takes k K-FAC steps, each inside its trust region, and ends with a lower loss on the batch."""
-    import torch
-    from algorithms.acktr import ACKTR
-    from models.actor_critic import MujocoActorCritic
-
-    out = {}
-    for k in (1, 5):
-        torch.manual_seed(0)
-        model = MujocoActorCritic(5, 2)
-        algo = ACKTR(model, total_updates=10, lr=0.03, critic_lr=0.25, critic_kl_clip=0.3, critic_iters=k)
-        torch.manual_seed(1)
-        batch = _batch()
-        info = algo.update(*batch)
-        obs, _, returns, _ = batch
-        with torch.no_grad():
-            vf = 0.5 * (returns - model.value(obs).squeeze(-1)).pow(2).mean().item()
-        out[k] = (model, algo, vf, info)
-    (m1, a1, vf1, _), (m5, a5, vf5, info5) = out[1], out[5]
-    for p1, p5 in zip(list(m1.policy.parameters()) + [m1.log_std], list(m5.policy.parameters()) + [m5.log_std]):
-        torch.testing.assert_close(p1, p5)
-    assert a5.critic_opt.steps == 5 and a1.critic_opt.steps == 1
-    assert vf5 < vf1 and a5.critic_opt.last["kl_predicted"] <= 0.3 * (1 + 1e-6)
-    assert float(info5["loss/value_last_iter"]) < float(info5["loss/value"])
-    import pytest
-    with pytest.raises(ValueError, match="critic_iters"):
-        ACKTR(MujocoActorCritic(5, 2), total_updates=1, critic_lr=0.25, critic_iters=0)
-
-
-def test_channels_last_atari_network_gives_the_same_acktr_update():
-    """NHWC is a layout, not a model: one ACKTR update (K-FAC factors from hooks included) moves the
-    channels_last network to the same parameters as the contiguous one."""
-    import torch
-    from algorithms.acktr import ACKTR
-    from models.actor_critic import AtariActorCritic
-
-    g = torch.Generator().manual_seed(0)
-    obs = torch.randint(0, 256, (24, 4, 84, 84), dtype=torch.uint8, generator=g)
-    actions, returns = torch.randint(0, 6, (24,), generator=g), torch.randn(24, generator=g)
-    params = []
-    for cl in (False, True):
-        torch.manual_seed(0)
-        model = AtariActorCritic(6, conv3_channels=32, hidden=64, channels_last=cl)
-        algo = ACKTR(model, total_updates=4, cold_iters=0)
-        torch.manual_seed(1)
-        algo.update(obs, actions, returns, returns.clone())
-        params.append([p.detach().contiguous() for p in model.parameters()])
-    assert params[1][0].shape == params[0][0].shape
-    for a, b in zip(*params):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-
-
 def _compose(*overrides):
-    from pathlib import Path
-
     from hydra import compose, initialize_config_dir
     root = Path(__file__).resolve().parents[1]
     with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
         return compose("config", overrides=list(overrides))
 
 
-def test_failed_eigendecomposition_names_the_update_and_keeps_the_checkpoint(tmp_path, monkeypatch):
-    """eigh failing in float32 and float64 (after one good refresh) stops the run with one line that
-    names the update and the last good checkpoint, which stays on disk."""
-    from pathlib import Path
-
-    import torch
-    from runners.core import UserError
-    from runners.onpolicy import train
-
-    cfg = _compose("experiment=acktr_hopper", "algo.n_steps=16", "train.total_timesteps=160", "checkpoint.every=1",
-                   "algo.kfac.eig_every=1", "algo.critic_lr=null", "logger.mode=disabled", "logger.progress=false")
-    real, calls = torch.linalg.eigh, {"n": 0}
-
-    def failing(M):
-        calls["n"] += 1
-        if calls["n"] > 6 * 2:              # the first refresh is good: 6 Linear layers x (A, G)
-            raise RuntimeError("linalg.eigh: The algorithm failed to converge")
-        return real(M)
-
-    monkeypatch.setattr(torch.linalg, "eigh", failing)
-    with pytest.raises(UserError) as e:
-        train(cfg, tmp_path, torch.device("cpu"), Path(__file__).resolve().parents[1])
-    msg = str(e.value)
-    assert "eigendecomposition of a K-FAC factor failed at update" in msg and "\n" not in msg
-    assert "last good checkpoint" in msg and (tmp_path / "checkpoint.pt").exists()
+def test_unknown_environment_id_is_one_line(tmp_path):
+    line = _one_line(run_cli("experiment=acktr_halfcheetah", "env.id=HalfCheeta-v5", f"hydra.run.dir={tmp_path}", *QUIET))
+    assert "unknown environment id 'HalfCheeta-v5'" in line and "HalfCheetah-v5" in line
+    line = _one_line(run_cli("experiment=a2c_pong", "env.id=ALE/Pongg-v5", f"hydra.run.dir={tmp_path}/b", *QUIET))
+    assert "unknown Atari game 'pongg'" in line
 
 
-def test_mujoco_task_without_mujoco_is_one_line(monkeypatch):
-    import sys
+def test_ale_vector_backend_smoke(tmp_path):
+    p = run_cli("experiment=a2c_breakout", "env.backend=ale_vector", f"hydra.run.dir={tmp_path}", *QUIET)
+    assert p.returncode == 0, p.stderr[-2000:]
 
-    from runners.core import UserError
+
+# --------------------------------------------------------------------------- Atari environments
+class _Recorder:
+    """Wraps the innermost ALE env to record every action it receives."""
+
+    def __init__(self, env):
+        self.actions = []
+        inner = env.unwrapped
+        real = inner.step
+
+        def step(a):
+            self.actions.append(int(a))
+            return real(a)
+
+        inner.step = step
+
+
+def test_a_lost_life_ends_the_episode_then_noop_fire_and_the_game_goes_on():
+    """baselines: EpisodicLife ends the learning episode at a lost life; the reset after it is one no-op step
+    (the game is not restarted) followed by FireReset's FIRE and action 2."""
+    from runners.atari_env import EpisodicLife, FireReset, make_baselines_atari
+
+    env = make_baselines_atari("ALE/Breakout-v5")
+    rec = _Recorder(env)
+    env.reset(seed=0)
+    lives0 = env.unwrapped.ale.lives()
+    rng = np.random.default_rng(0)
+    for _ in range(5000):
+        _, r, term, trunc, info = env.step(int(rng.integers(0, 4)))
+        assert r in (-1.0, 0.0, 1.0)
+        if term:
+            break
+    assert term and not trunc and "game_score" not in info         # a life, not the game
+    lives = env.unwrapped.ale.lives()
+    assert lives == lives0 - 1
+    frame = env.unwrapped.ale.getEpisodeFrameNumber()
+    rec.actions.clear()
+    env.reset()
+    # MaxAndSkip repeats each action 4 frames: no-op x4 (EpisodicLife), FIRE x4, action 2 x4 (FireReset)
+    assert rec.actions == [0] * 4 + [1] * 4 + [2] * 4
+    assert env.unwrapped.ale.getEpisodeFrameNumber() == frame + 12    # the same game went on
+    assert env.unwrapped.ale.lives() == lives
+    names = []
+    e = env
+    while hasattr(e, "env"):
+        names.append(type(e).__name__)
+        e = e.env
+    assert names.index("FireReset") < names.index("EpisodicLife") < names.index("GameScore")   # FIRE outside
+
+
+def test_whole_game_scores_are_unclipped_while_rewards_are_clipped():
+    """The same game (seed, actions) with and without reward clipping: the learner's rewards are signs, the
+    reported game score is the unclipped sum over the whole game (all lives), in both."""
+    from runners.atari_env import make_baselines_atari
+
+    def play(clip):
+        env = make_baselines_atari("ALE/SpaceInvaders-v5", clip_rewards=clip)
+        env.reset(seed=1)
+        rng = np.random.default_rng(1)
+        rewards = []
+        for _ in range(20000):
+            _, r, term, trunc, info = env.step(int(rng.integers(0, 6)))
+            rewards.append(r)
+            if "game_score" in info:
+                return rewards, info["game_score"]
+            if term or trunc:
+                env.reset()
+        raise AssertionError("no game ended")
+
+    clipped, score_c = play(True)
+    raw, score_r = play(False)
+    assert len(clipped) == len(raw) and set(clipped) <= {-1.0, 0.0, 1.0}
+    assert score_c == score_r == pytest.approx(sum(raw))
+    assert any(r > 1 for r in raw) and sum(clipped) < score_c     # invaders are worth 5 to 30 points
+
+
+def test_baselines_backend_gives_single_frames_for_the_runner_to_stack():
+    cfg = _compose("experiment=a2c_pong", "smoke=true")
     from runners.onpolicy import make_env
 
-    monkeypatch.setitem(sys.modules, "mujoco", None)       # import mujoco -> ImportError
-    cfg = _compose("experiment=acktr_hopper")
-    with pytest.raises(UserError, match="Hopper-v5 needs MuJoCo"):
-        make_env(cfg.env, 1, 0)
+    env = make_env(cfg.env, 2, 0)
+    obs, _ = env.reset(seed=0)
+    assert np.asarray(obs).shape == (2, 84, 84)   # single frames: the runner stacks them, zeroed on done
+    env.close()
+
+
+# --------------------------------------------------------------------------- A2C
+def test_rmsprop_tf_matches_tensorflow_semantics():
+    from algorithms.a2c import RMSpropTF
+
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(5, dtype=torch.float64))
+    opt = RMSpropTF([p], lr=0.1, alpha=0.9, eps=1e-5)
+    ms, ref = torch.ones(5, dtype=torch.float64), p.detach().clone()
+    for _ in range(3):
+        g = torch.randn(5, dtype=torch.float64)
+        p.grad = g.clone()
+        opt.step()
+        ms = 0.9 * ms + 0.1 * g * g                    # TF: accumulator from 1, eps inside the sqrt
+        ref = ref - 0.1 * g / torch.sqrt(ms + 1e-5)
+        torch.testing.assert_close(p.detach(), ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("algo", ["a2c", "acktr"])
+def test_lr_decays_linearly_in_agent_steps_as_baselines(algo):
+    """baselines' Scheduler: update k (1-based) of T agent steps in batches of n uses lr0 (1 - (k n - 1) / T)."""
+    from algorithms.a2c import A2C
+    from algorithms.acktr import ACKTR
+    from models.actor_critic import AtariActorCritic
+
+    model = AtariActorCritic(4, conv3_channels=32, hidden=16)
+    cls, lr0 = (A2C, 7e-4) if algo == "a2c" else (ACKTR, 0.25)
+    a = cls(model, total_updates=10, steps_per_update=80, lr=lr0)
+    for k in range(1, 11):
+        assert a.set_lr() == pytest.approx(lr0 * (1 - (k * 80 - 1) / 800), rel=1e-12)
+        a.updates += 1
+    assert a.opt.param_groups[0]["lr"] == pytest.approx(lr0 / 800)
+
+
+# --------------------------------------------------------------------------- continuous control
+def test_zfilter_is_welford_with_the_reference_first_sample_rule():
+    from runners.continuous import ZFilter
+
+    rng = np.random.default_rng(0)
+    xs = rng.normal(3.0, 2.0, size=(50, 3))
+    zf = ZFilter((3,), clip=10.0)
+    y0 = zf(xs[0])
+    np.testing.assert_allclose(y0, (xs[0] - xs[0]) / (np.abs(xs[0]) + 1e-8))   # n = 1: var = mean^2
+    for i in range(1, 50):
+        y = zf(xs[i])
+    mean, std = xs.mean(0), xs.std(0, ddof=1)
+    np.testing.assert_allclose(zf.M, mean, rtol=1e-12)
+    np.testing.assert_allclose(y, np.clip((xs[-1] - mean) / (std + 1e-8), -10, 10), rtol=1e-10)
+    small = ZFilter((3,), clip=0.5)
+    outs = np.array([small(x) for x in xs])
+    assert np.abs(outs).max() == 0.5 and (np.abs(outs) == 0.5).any()
+
+
+def test_discount_against_a_direct_sum():
+    from runners.continuous import discount
+
+    x = np.array([1.0, -2.0, 0.5, 3.0])
+    expect = [sum(0.9 ** (k - t) * x[k] for k in range(t, 4)) for t in range(4)]
+    np.testing.assert_allclose(discount(x, 0.9), expect, rtol=1e-12)
+
+
+def test_kl_adapted_step_size_follows_the_reference_rule():
+    from algorithms.acktr_cont import ContinuousACKTR
+    from models.actor_critic import GaussianMlpPolicy, ValueMlp
+
+    torch.manual_seed(0)
+    algo = ContinuousACKTR(GaussianMlpPolicy(6, 2), ValueMlp(12), lr=0.03, target_kl=0.002)
+    obs = torch.randn(40, 6)
+    with torch.no_grad():
+        d = algo.policy(obs)
+    for shift, expect in ((0.0, 0.03 * 1.5), (1.0, 0.03 * 1.5 / 1.5)):
+        old = torch.distributions.Independent(torch.distributions.Normal(d.mean + shift, d.stddev), 1)
+        algo.adapt_stepsize(old, obs)
+        assert algo.stepsize == pytest.approx(expect)
+    algo.stepsize = 1.0
+    algo.adapt_stepsize(torch.distributions.Independent(torch.distributions.Normal(d.mean, d.stddev), 1), obs)
+    assert algo.stepsize == 1.0                          # capped at 1
+    algo.stepsize = 1e-8
+    old = torch.distributions.Independent(torch.distributions.Normal(d.mean + 5, d.stddev), 1)
+    algo.adapt_stepsize(old, obs)
+    assert algo.stepsize == 1e-8                         # floored at 1e-8
+
+
+def test_continuous_update_fits_the_value_function_25_times_then_one_policy_step():
+    from algorithms.acktr_cont import ContinuousACKTR
+    from models.actor_critic import GaussianMlpPolicy, ValueMlp
+
+    torch.manual_seed(0)
+    policy, vf = GaussianMlpPolicy(6, 2), ValueMlp(12)
+    algo = ContinuousACKTR(policy, vf)
+    X, y = torch.randn(300, 12), torch.randn(300)
+    before = algo.vf_loss(X, y).item()
+    info = algo.update(torch.randn(300, 6), torch.randn(300, 2), torch.randn(300), X, y)
+    assert algo.vopt.steps == 25 and algo.popt.steps == 1
+    assert algo.vf_loss(X, y).item() < before and math.isfinite(info["kl_measured"])
+    state = algo.state_dict()
+    again = ContinuousACKTR(GaussianMlpPolicy(6, 2), ValueMlp(12))
+    again.load_state_dict(state)
+    assert again.stepsize == algo.stepsize and again.vopt.steps == 25
+
+
+def test_value_features_are_the_reference_ones(tmp_path):
+    """A smoke run of the continuous runner: the value function sees [obs, prev obs, mean, std, t/10, 1]."""
+    cfg = _compose("experiment=acktr_hopper", "smoke=true")
+    from runners.continuous import build
+
+    policy, vf, _ = build(cfg, 11, 3, torch.device("cpu"))
+    assert policy.net[0].in_features == 22 and vf.net[0].in_features == 22 + 6 + 2
+    p = run_cli("experiment=acktr_hopper", f"hydra.run.dir={tmp_path}", *QUIET)
+    assert p.returncode == 0, p.stderr[-2000:]

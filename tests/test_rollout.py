@@ -1,6 +1,6 @@
 import torch
 
-from algorithms.rollout import gae, nstep_returns
+from algorithms.rollout import nstep_returns
 
 
 def naive_returns(r, d, last, gamma):
@@ -26,16 +26,3 @@ def test_nstep_returns_against_direct_sums():
     d = (torch.rand(7, 3, generator=g) < 0.3).double()
     last = torch.randn(3, generator=g, dtype=torch.float64)
     torch.testing.assert_close(nstep_returns(r, d, last, 0.9), naive_returns(r, d, last, 0.9))
-
-
-def test_gae_lambda_one_is_nstep_and_lambda_zero_is_td():
-    g = torch.Generator().manual_seed(1)
-    r = torch.randn(6, 2, generator=g, dtype=torch.float64)
-    d = (torch.rand(6, 2, generator=g) < 0.3).double()
-    v = torch.randn(6, 2, generator=g, dtype=torch.float64)
-    last = torch.randn(2, generator=g, dtype=torch.float64)
-    adv, ret = gae(r, d, v, last, 0.95, 1.0)
-    torch.testing.assert_close(ret, nstep_returns(r, d, last, 0.95))
-    adv0, _ = gae(r, d, v, last, 0.95, 0.0)
-    nxt = torch.cat([v[1:], last[None]], 0)
-    torch.testing.assert_close(adv0, r + 0.95 * (1 - d) * nxt - v)
