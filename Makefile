@@ -11,7 +11,7 @@ DATA    ?= data
 RUNS    ?= runs/reproduce
 PAPERS  := fastweights acktr revrnn lookahead gnf
 
-.PHONY: install test list probe run reproduce-all reproduce-small results $(addprefix reproduce-,$(PAPERS)) bench-fastweights bench-acktr bench-lookahead results-fastweights results-acktr results-lookahead results-revrnn bench-gnf results-gnf clean-venv
+.PHONY: install test list probe mutation run reproduce-all reproduce-small results $(addprefix reproduce-,$(PAPERS)) bench-fastweights bench-acktr bench-lookahead results-fastweights results-acktr results-lookahead results-revrnn bench-gnf results-gnf clean-venv
 
 install: $(STAMP)
 
@@ -20,11 +20,18 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PIP) install --quiet --upgrade pip wheel setuptools
 	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet --no-deps "polygraph-benchmark==1.1.0"
 	touch $(STAMP)
 
 # Both cores: pytest-xdist runs the tests in 2 processes (tests are safe to run in parallel).
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 tests
+
+# Mutation testing of each paper's core (scripts/mutation.py, mutmut 3): FILE=algorithms/kfac.py for one file;
+# resumable; writes results/mutation/README.md. Hours for all files on 2 cores; not part of make test.
+mutation: $(STAMP)
+	$(PIP) install --quiet "mutmut>=3.8,<4"
+	$(PY) scripts/mutation.py $(if $(FILE),--file $(FILE))
 
 # Every experiment with its paper, what it runs, its scale and its cost on a 2-core CPU.
 list: $(STAMP)

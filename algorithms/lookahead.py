@@ -19,7 +19,8 @@ Details that public wrappers commonly get wrong, and that the tests in ``tests/t
   sync into one fused loop per tensor (fewer memory passes; see scripts/bench_lookahead.py).
 * ``with opt.eval_weights():`` swaps the slow weights in for evaluation and restores the fast ones.
 * Works with ``torch.amp.GradScaler``: a step the scaler skips (inf/NaN gradients) never reaches
-  ``step()``, so it does not advance the k-step counter.
+  ``step()`` (the wrapper does not claim ``_step_supports_amp_scaling``, also around a fused inner
+  optimizer), so it moves neither the slow weights nor the k-step counter (tested).
 """
 from __future__ import annotations
 
@@ -178,12 +179,14 @@ class Lookahead(_Wrapper):
 
 
 class Polyak(_Wrapper):
-    """Polyak-Ruppert averaging: the arithmetic mean of the iterates after ``start`` inner steps
-    (the paper's "Polyak" baseline around SGD). ``eval_weights()`` swaps the average in."""
+    """Polyak-Ruppert averaging: the arithmetic mean of the iterates from the moment averaging starts (the
+    paper's "Polyak" baseline around SGD). ``start`` inner steps before averaging starts; ``start=None`` waits
+    for ``start_averaging()`` (the runner's trigger: AWD-LSTM's NT-ASGD starts when validation stops improving,
+    which is the Polyak row of the Lookahead paper's PTB table). ``eval_weights()`` swaps the average in."""
 
-    def __init__(self, optimizer: Optimizer, start: int = 0):
+    def __init__(self, optimizer: Optimizer, start: int | None = 0):
         super().__init__(optimizer)
-        self.start, self.steps, self.count = int(start), 0, 0
+        self.start, self.steps, self.count = start, 0, 0
         with torch.no_grad():
             self.average = [p.detach().clone() for p in self._params()]
 
@@ -191,10 +194,19 @@ class Polyak(_Wrapper):
         with torch.no_grad():
             self.average.extend(p.detach().clone() for p in params)
 
+    def start_averaging(self) -> None:
+        """Start averaging now (from the next step on); a no-op once averaging has started."""
+        if self.start is None or self.start > self.steps:
+            self.start = self.steps
+
+    @property
+    def averaging(self) -> bool:
+        return self.start is not None and self.steps >= self.start
+
     def step(self, closure=None):
         loss = self.optimizer.step(closure)
         self.steps += 1
-        if self.steps > self.start:
+        if self.start is not None and self.steps > self.start:
             self.count += 1
             with torch.no_grad():   # running mean: avg += (p - avg) / n
                 torch._foreach_lerp_(self.average, self._params(), 1.0 / self.count)
@@ -266,6 +278,6 @@ def build_optimizer(params, ocfg: dict, presets: dict | None = None) -> Optimize
         return Lookahead(opt, k=5 if k is None else k, alpha=0.8 if alpha is None else float(alpha),
                          pullback_momentum=la.get("pullback_momentum") or "none", fused_sync=bool(la.get("fused")))
     if pk is not None:
-        start = dict(pk).get("start")
-        return Polyak(opt, start=0 if start is None else int(start))
+        start = dict(pk).get("start")   # null: the runner starts averaging (its trigger)
+        return Polyak(opt, start=None if start is None else int(start))
     return opt

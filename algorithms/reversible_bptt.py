@@ -2,13 +2,14 @@
 
 Instead of storing every hidden state for backpropagation through time:
 
-1. a no-grad forward over T steps and all layers, in fixed point, fills each layer's bit stack
-   (only the top layer's outputs are kept, as the softmax needs them anyway);
-2. the loss on those outputs is backpropagated to the decoder and to the outputs;
-3. for t = T-1..0 and layers top to bottom: reverse the step exactly (recovering the previous
-   state bit for bit), re-run that one step with autograd to rebuild its local graph, and
-   backpropagate the carried state gradient through it (plus the output gradient at the top,
-   plus the gradient arriving from the layer above through its input at the lower layers).
+1. a no-grad forward over T steps and all layers, in fixed point, fills each layer's bit stack and
+   keeps nothing else across time;
+2. for t = T-1..0: the loss of step t (softmax on the top layer's state after step t; in translation,
+   attention then softmax) is computed and backpropagated to that state, then the step is reversed
+   layer by layer, top to bottom: undone exactly (recovering the previous state bit for bit), re-run
+   with autograd to rebuild its local graph, and the carried state gradient backpropagated through it
+   (plus the output gradient at the top, plus the gradient arriving from the layer above through its
+   input at the lower layers). This is the authors' order: no per-step outputs are stored.
 
 Every dropout mask (embedding, locked, DropConnect on the recurrent columns) is sampled once per
 minibatch before step 1, so the forward and the reverse pass agree. After the reverse pass each
@@ -74,10 +75,14 @@ def reverse_step(cells, S: list, stacks: list, g: list, x0: torch.Tensor, in_mas
         S[l] = prev
 
 
-def lm_step(model, words: torch.Tensor, targets: torch.Tensor, state: list, ar_alpha: float = 0.0,
-            tar_beta: float = 0.0, loss_chunk: int | None = None):
-    """One truncated-BPTT segment of ``models.awd_lstm.AWDLanguageModel`` with reversible layers,
-    gradients by reversal (accumulated into ``.grad``). Returns (cross-entropy, new state, memory stats)."""
+def lm_step(model, words: torch.Tensor, targets: torch.Tensor, state: list):
+    """One truncated-BPTT segment of ``models.awd_lstm.AWDLanguageModel`` with reversible layers, gradients by
+    reversal (accumulated into ``.grad``), as the authors' ``rev_training/model.py``. Returns (cross-entropy, new
+    state, memory stats).
+
+    Nothing per step is kept across time but the bit stacks: the no-grad forward keeps no outputs, and the softmax
+    and cross-entropy of step t are computed inside the reverse sweep, on the top layer's state after step t,
+    just before that step is reversed (the loss is the mean over the T x B tokens)."""
     T, B = words.shape
     dev = words.device
     cells = [layer.cell for layer in model.layers]
@@ -96,11 +101,10 @@ def lm_step(model, words: torch.Tensor, targets: torch.Tensor, state: list, ar_a
             e = e * row_mask[words[t]]
         return _apply(e, in_masks[0])
 
-    # 1. no-grad forward in fixed point
+    # 1. no-grad forward in fixed point: only the bit stacks grow
     stacks = [c.new_stack(B, dev) for c in cells]
     S = list(state)
     initial = [tuple(s.clone() for s in st) for st in state]
-    outs = []
     with torch.no_grad():
         for t in range(T):
             x = embed(t)
@@ -109,38 +113,23 @@ def lm_step(model, words: torch.Tensor, targets: torch.Tensor, state: list, ar_a
                 x = c.output(S[l])
                 if l < L - 1:
                     x = _apply(x, in_masks[l + 1])
-            outs.append(x)
     final = [tuple(s.clone() for s in st) for st in S]
     stats = memory_bits(cells, stacks, T, B)
 
-    # 2. loss on the stored top-layer outputs; the softmax in chunks of ``loss_chunk`` time steps so
-    #    its logits (T x B x vocab) never exist all at once
-    raw = torch.stack(outs).requires_grad_(True)
-    reg = raw.new_zeros(())
-    if ar_alpha:
-        reg = reg + ar_alpha * _apply(raw, out_mask).pow(2).mean()
-    if tar_beta:
-        reg = reg + tar_beta * (raw[1:] - raw[:-1]).pow(2).mean()
-    if reg.requires_grad:
-        reg.backward()
-    loss = raw.new_zeros(())
-    chunk = loss_chunk or T
-    for a in range(0, T, chunk):
-        logits = model.decoder(_apply(raw[a:a + chunk], out_mask))
-        part = F.cross_entropy(logits.view(-1, logits.size(-1)), targets[a:a + chunk].reshape(-1), reduction="sum")
-        (part / targets.numel()).backward()
-        loss = loss + part.detach()
-    loss = loss / targets.numel()
-    g_out = raw.grad
-
-    # 3. reverse step by step, top layer first, rebuilding one step's graph at a time
+    # 2. backwards in time: step t's loss on the top state after step t, then reverse step t through all layers
     g = [[torch.zeros(B, c.hidden_size, device=dev) for _ in range(c.n_states)] for c in cells]
+    loss = torch.zeros((), device=dev)
     for t in range(T - 1, -1, -1):
-        reverse_step(cells, S, stacks, g, embed(t), in_masks, g_out[t])
+        top = cells[-1].output(S[-1]).requires_grad_(True)
+        logits = model.decoder(_apply(top, out_mask))
+        part = F.cross_entropy(logits, targets[t], reduction="sum")
+        (part / targets.numel()).backward()
+        loss += part.detach()
+        reverse_step(cells, S, stacks, g, embed(t), in_masks, top.grad)
     for l in range(L):
         if not (all(torch.equal(a, b) for a, b in zip(S[l], initial[l])) and stacks[l].empty()):
             raise RuntimeError(f"reversal did not restore layer {l}'s initial state exactly")
-    return loss.detach(), final, stats
+    return loss / targets.numel(), final, stats
 
 
 def seq2seq_step(model, src: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Tensor, tgt_mask: torch.Tensor):

@@ -5,14 +5,14 @@
   node's own features, then an MLP.
 * :class:`GRevCoupling` -- the GRevNet step over the two halves of the node features,
   H0 <- H0 * exp(F1(H1)) + F2(H1),  H1 <- H1 * exp(G1(H0)) + G2(H0), exact inverse, log-determinant
-  sum(F1) + sum(G1) per node. F1/G1 pass through ``b * tanh(. / b)`` when ``scale_bound`` b is set (a
-  function of H1/H0 like any other, so the formulas hold), and the last layer starts at zero so every
-  step starts as the identity.
+  sum(F1) + sum(G1) per node; F1, F2, G1, G2 separate networks (the authors'). Options: F1/G1 through
+  ``b * tanh(. / b)`` (``scale_bound`` b; a function of H1/H0 like any other, so the formulas hold) and a
+  zero last layer so every step starts as the identity (``identity_init``).
 * :class:`ActNorm` -- the normalisation bijector (per-feature scale and shift, data-dependent init).
 * :class:`GraphFlow` -- ActNorm + coupling blocks, log-likelihood under an i.i.d. N(0, I) node prior.
 * :class:`GraphEncoder` and :func:`decoder_logits` -- the permutation-invariant graph auto-encoder:
   N(0, 1) node features, ``steps`` shared-weight attention message-passing steps over edges + self-loops,
-  parameter-free decoder A_ij = sigmoid(C (1 - ||x_i - x_j||^2 / sqrt(d))).
+  each after a BatchNorm (the authors'), parameter-free decoder A_ij = sigmoid(C (1 - ||x_i - x_j||^2 / sqrt(d))).
 * :class:`NodeClassifier` -- the supervised GRevNet (trained with reversible backprop: node states are
   recomputed from the output by the inverse, so activation memory does not grow with the number of
   steps) and the GNN baseline with the same message-passing function.
@@ -37,7 +37,11 @@ class _NoSkip(nn.Module):
 
 
 class AttentionMP(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int, hidden: int = 64, heads: int = 4, zero_init: bool = False):
+    """Attention over the incoming edges (``heads`` x ``hidden / heads``), concatenated with the node's own
+    features, then an MLP of ``mlp_layers`` linear layers (``mlp_hidden`` wide; the authors: 3 layers, 2048)."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 64, heads: int = 4, zero_init: bool = False,
+                 mlp_layers: int = 2, mlp_hidden: int | None = None):
         super().__init__()
         if hidden % heads:
             raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
@@ -45,7 +49,14 @@ class AttentionMP(nn.Module):
         # TransformerConv builds its skip projection even with root_weight=False and never uses it:
         # drop the dead parameters (they would get no gradient and confuse DDP and parameter counts)
         self.att.lin_skip = _NoSkip()
-        self.mlp = nn.Sequential(nn.Linear(in_dim + hidden, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
+        width = mlp_hidden or hidden
+        sizes = [in_dim + hidden] + [width] * (mlp_layers - 1) + [out_dim]
+        mods = []
+        for i in range(len(sizes) - 1):
+            mods.append(nn.Linear(sizes[i], sizes[i + 1]))
+            if i < len(sizes) - 2:
+                mods.append(nn.ReLU())
+        self.mlp = nn.Sequential(*mods)
         if zero_init:
             nn.init.zeros_(self.mlp[-1].weight)
             nn.init.zeros_(self.mlp[-1].bias)
@@ -55,18 +66,30 @@ class AttentionMP(nn.Module):
 
 
 class GRevCoupling(nn.Module):
+    """One GRevNet block. ``separate_st`` (the authors' GRevNet): F1, F2, G1, G2 are four message-passing nets;
+    otherwise one net per half-step outputs [F1, F2] (a deviation)."""
+
     def __init__(self, dim: int, hidden: int = 64, heads: int = 4, scale_bound: float | None = 2.0,
-                 identity_init: bool = True):
+                 identity_init: bool = True, separate_st: bool = True, mlp_layers: int = 2, mlp_hidden: int | None = None):
         super().__init__()
         if dim % 2:
             raise ValueError(f"GRevNet needs an even feature size, got {dim}")
         half = dim // 2
-        self.F = AttentionMP(half, dim, hidden, heads, zero_init=identity_init)   # -> [F1 (log-scale), F2 (shift)]
-        self.G = AttentionMP(half, dim, hidden, heads, zero_init=identity_init)
+        kw = dict(hidden=hidden, heads=heads, zero_init=identity_init, mlp_layers=mlp_layers, mlp_hidden=mlp_hidden)
+        self.separate_st = separate_st
+        if separate_st:
+            self.F = nn.ModuleList([AttentionMP(half, half, **kw), AttentionMP(half, half, **kw)])   # log-scale, shift
+            self.G = nn.ModuleList([AttentionMP(half, half, **kw), AttentionMP(half, half, **kw)])
+        else:
+            self.F = AttentionMP(half, dim, **kw)   # -> [F1 (log-scale), F2 (shift)]
+            self.G = AttentionMP(half, dim, **kw)
         self.scale_bound = scale_bound
 
     def _scale_shift(self, net, h, edge_index):
-        s, t = net(h, edge_index).chunk(2, -1)
+        if self.separate_st:
+            s, t = net[0](h, edge_index), net[1](h, edge_index)
+        else:
+            s, t = net(h, edge_index).chunk(2, -1)
         if self.scale_bound:
             s = self.scale_bound * torch.tanh(s / self.scale_bound)
         return s, t
@@ -111,15 +134,17 @@ class ActNorm(nn.Module):
 
 
 class GraphFlow(nn.Module):
-    def __init__(self, dim: int, n_blocks: int = 6, hidden: int = 64, heads: int = 4,
-                 scale_bound: float | None = 2.0, actnorm: bool = True):
+    def __init__(self, dim: int, n_blocks: int = 10, hidden: int = 64, heads: int = 4,
+                 scale_bound: float | None = 2.0, actnorm: bool = True, separate_st: bool = True,
+                 identity_init: bool = True, mlp_layers: int = 2, mlp_hidden: int | None = None):
         super().__init__()
         self.dim = dim
         layers = []
         for _ in range(n_blocks):
             if actnorm:
                 layers.append(ActNorm(dim))
-            layers.append(GRevCoupling(dim, hidden, heads, scale_bound))
+            layers.append(GRevCoupling(dim, hidden, heads, scale_bound, identity_init, separate_st, mlp_layers,
+                                       mlp_hidden))
         self.layers = nn.ModuleList(layers)
 
     def forward(self, x, edge_index):
@@ -152,18 +177,24 @@ def _check_finite(x: torch.Tensor, where: str) -> None:
 
 
 class GraphEncoder(nn.Module):
-    """Permutation-invariant encoder: one shared attention message-passing function applied ``steps``
-    times (residual updates) to N(0, 1) node features, over the edges plus self-loops."""
+    """Permutation-invariant encoder: one shared attention message-passing function applied ``steps`` times to
+    N(0, 1) node features, over the edges plus self-loops. As the authors' ``TimestepGNN``: a BatchNorm (batch
+    statistics, also at evaluation) before each step, non-residual h <- MP(BN(h)); ``residual`` and ``center``
+    (subtract each graph's mean embedding) are deviations kept as options."""
 
-    def __init__(self, dim: int, steps: int = 10, hidden: int = 64, heads: int = 4, center: bool = True):
+    def __init__(self, dim: int, steps: int = 10, hidden: int = 64, heads: int = 4, center: bool = False,
+                 residual: bool = False, batch_norm: bool = True, mlp_layers: int = 2, mlp_hidden: int | None = None):
         super().__init__()
-        self.dim, self.steps, self.center = dim, steps, center
-        self.mp = AttentionMP(dim, dim, hidden, heads)
+        self.dim, self.steps, self.center, self.residual = dim, steps, center, residual
+        self.mp = AttentionMP(dim, dim, hidden, heads, mlp_layers=mlp_layers, mlp_hidden=mlp_hidden)
+        self.norms = nn.ModuleList(nn.BatchNorm1d(dim, track_running_stats=False) for _ in range(steps)) \
+            if batch_norm else None
 
     def forward(self, edge_index, num_nodes: int, x0: torch.Tensor | None = None, batch: torch.Tensor | None = None):
         h = torch.randn(num_nodes, self.dim, device=edge_index.device) if x0 is None else x0
-        for _ in range(self.steps):
-            h = h + self.mp(h, edge_index)
+        for i in range(self.steps):
+            u = self.norms[i](h) if self.norms is not None else h
+            h = h + self.mp(u, edge_index) if self.residual else self.mp(u, edge_index)
         if self.center:
             # Subtract each graph's mean node embedding. The decoder sees only differences, so this loses
             # nothing, and it removes the per-graph offset that message passing from random inputs leaves:
@@ -228,7 +259,8 @@ class NodeClassifier(nn.Module):
         self.inp = nn.Linear(in_dim, dim)
         self.drop = nn.Dropout(dropout)
         if kind == "grevnet":
-            self.blocks = nn.ModuleList(GRevCoupling(dim, hidden, heads, scale_bound, identity_init) for _ in range(steps))
+            self.blocks = nn.ModuleList(GRevCoupling(dim, hidden, heads, scale_bound, identity_init, separate_st=False)
+                                        for _ in range(steps))
         else:
             self.blocks = nn.ModuleList(AttentionMP(dim, dim, hidden, heads) for _ in range(steps))
         self.out = nn.Linear(dim, n_classes)

@@ -5,6 +5,7 @@ The hidden state is split in halves h = [h1, h2] (RevLSTM also c = [c1, c2]). Ha
 [x; h2], then half 2 from [x; h1_new]:
 
     RevGRU:  [z, r] = sigma(W [x; h2]),  g = tanh(U [x; r * h2]),   h1 <- z * h1 + (1 - z) * g
+             (the additive term with the float gate z, the product with the quantised one, as the authors)
     RevLSTM: [f, z, o, p] = sigma(W [x; h2]),  g = tanh(U [x; h2]), c1 <- z * c1 + f * g,
              h1 <- p * h1 + o * tanh(c1)
 
@@ -32,7 +33,7 @@ GATE_BITS = 10                   # gates are n / 1024
 GATE_ONE = 1 << GATE_BITS
 MAX_ABS = 2.0 ** 20              # |state| beyond this is a fixed-point overflow error
 SLAB_LIMIT = 1 << 53                 # a buffer entry >= this spills its low bits before the next push (< 2^63)
-MAX_FORGET = {2: 0.75, 3: 0.875, 5: 0.96875, None: 1.0}
+MAX_FORGET = {1: 0.5, 2: 0.75, 3: 0.875, 5: 0.96875, None: 1.0}
 
 
 class FixedPointOverflow(ValueError):
@@ -42,7 +43,7 @@ class FixedPointOverflow(ValueError):
 def max_forget(bits) -> float:
     bits = None if bits in (None, "none", "None", "null") else bits
     if bits not in MAX_FORGET:
-        raise ValueError(f"unsupported max_forget_bits={bits!r}; use 2, 3, 5 or none")
+        raise ValueError(f"unsupported max_forget_bits={bits!r}; use 1, 2, 3, 5 or none")
     return MAX_FORGET[bits]
 
 
@@ -172,21 +173,35 @@ class _RevCell(nn.Module):
             raise ValueError(f"reversible cells split the hidden state in halves: hidden_size={hidden_size} is odd")
         self.input_size, self.hidden_size, self.half = input_size, hidden_size, hidden_size // 2
         self.m = max_forget(max_forget_bits)
-        self.rec_mask: list[torch.Tensor | None] = [None, None]   # weight-drop masks on recurrent columns
+        self.drop: dict[int, torch.Tensor] = {}   # id(Linear) -> DropConnect mask on its recurrent columns
+
+    def recurrent_linears(self) -> list[tuple[nn.Linear, int]]:
+        """(Linear, number of input columns it reads from x) of every matrix that sees the other half."""
+        raise NotImplementedError
 
     def set_weight_drop(self, p: float, training: bool) -> None:
-        """Sample DropConnect masks on the recurrent columns of each half's input matrices, once per minibatch."""
+        """DropConnect as the authors' ``WeightDrop``: a per-weight Bernoulli(1 - p) / (1 - p) mask on the columns of
+        every cell matrix that multiply the other half of the state (for the RevGRU candidate: r * h), independent
+        per matrix, sampled once per minibatch and used at every step, forwards and in reverse."""
+        self.drop = {}
         if not training or p == 0:
-            self.rec_mask = [None, None]
             return
-        dev = next(self.parameters()).device
-        self.rec_mask = [torch.empty(1, self.half, device=dev).bernoulli_(1 - p).div_(1 - p) for _ in range(2)]
+        for lin, n_in in self.recurrent_linears():
+            self.drop[id(lin)] = torch.empty(lin.out_features, lin.in_features - n_in,
+                                             device=lin.weight.device).bernoulli_(1 - p).div_(1 - p)
 
-    def _rec(self, other: torch.Tensor, k: int) -> torch.Tensor:
-        """DropConnect on the recurrent columns of half k's matrices, applied as the identical
-        column mask on the recurrent input (W[:, rec] * m) h == W[:, rec] (m * h): no per-step
-        copy of the weights."""
-        return other if self.rec_mask[k] is None else other * self.rec_mask[k]
+    def _linear(self, lin: nn.Linear, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        """lin([x; other]) with the DropConnect mask on the ``other`` columns (no concatenation copy)."""
+        n_in = x.shape[1]
+        W = lin.weight
+        w_rec = W[:, n_in:] if id(lin) not in self.drop else W[:, n_in:] * self.drop[id(lin)]
+        return torch.addmm(lin.bias, x, W[:, :n_in].t()) + other @ w_rec.t()
+
+    def _quantized(self, z: torch.Tensor, quantize: bool) -> torch.Tensor:
+        """The gate's 10-bit value forward with the float gate's gradient (straight-through)."""
+        if not quantize:
+            return z
+        return z + (quantize_gate(z, self.m).to(z.dtype) / GATE_ONE - z).detach()
 
     def init_state(self, batch: int, device=None) -> tuple[torch.Tensor, ...]:
         return tuple(torch.zeros(batch, self.hidden_size, dtype=torch.long, device=device) for _ in range(self.n_states))
@@ -213,17 +228,16 @@ class RevGRUCell(_RevCell):
     def __init__(self, input_size: int, hidden_size: int, max_forget_bits=3):
         super().__init__(input_size, hidden_size, max_forget_bits)
         h = self.half
-        self.zr = nn.ModuleList(nn.Linear(input_size + h, 2 * h) for _ in range(2))
-        self.g = nn.ModuleList(nn.Linear(input_size + h, h) for _ in range(2))
-        bound = 1 / math.sqrt(hidden_size)
-        for p in self.parameters():
-            nn.init.uniform_(p, -bound, bound)
+        self.zr = nn.ModuleList(nn.Linear(input_size + h, 2 * h) for _ in range(2))   # torch's default init,
+        self.g = nn.ModuleList(nn.Linear(input_size + h, h) for _ in range(2))        # as the authors' cells
+
+    def recurrent_linears(self):
+        return [(lin, self.input_size) for lin in (*self.zr, *self.g)]
 
     def _gates(self, k: int, x: torch.Tensor, other: torch.Tensor):
-        other = self._rec(other, k)
-        zr = torch.sigmoid(self.zr[k](torch.cat([x, other], 1)))
+        zr = torch.sigmoid(self._linear(self.zr[k], x, other))
         zs, r = zr.chunk(2, 1)
-        g = torch.tanh(self.g[k](torch.cat([x, r * other], 1)))
+        g = torch.tanh(self._linear(self.g[k], x, r * other))
         return self.m * zs + (1 - self.m), g
 
     @torch.no_grad()
@@ -234,7 +248,7 @@ class RevGRUCell(_RevCell):
             z, g = self._gates(k, x, other)
             n = quantize_gate(z, self.m)
             Hk = stack.push(H1 if k == 0 else H2, n, mask)
-            add = to_fixed((1 - n.float() / GATE_ONE) * g)
+            add = to_fixed((1 - z) * g)   # the float gate in the additive term, as the authors' RevGRU
             Hk = Hk + (add if mask is None else torch.where(mask, add, 0))
             H1, H2 = (Hk, H2) if k == 0 else (H1, Hk)
         return (torch.cat([H1, H2], 1),)
@@ -246,24 +260,25 @@ class RevGRUCell(_RevCell):
             other = to_float(H2 if k == 0 else H1)
             z, g = self._gates(k, x, other)
             n = quantize_gate(z, self.m)
-            add = to_fixed((1 - n.float() / GATE_ONE) * g)
+            add = to_fixed((1 - z) * g)
             Hk = (H1 if k == 0 else H2) - (add if mask is None else torch.where(mask, add, 0))
             Hk = stack.pop(Hk, n, mask)
             H1, H2 = (Hk, H2) if k == 0 else (H1, Hk)
         return (torch.cat([H1, H2], 1),)
 
-    def step_float(self, x, s, fixed_next=None):
-        """Float step with autograd; with ``fixed_next`` the forward values are the fixed-point ones."""
+    def step_float(self, x, s, fixed_next=None, quantize: bool = True):
+        """Float step with autograd; with ``fixed_next`` the forward values are the fixed-point ones. The forget
+        gate's product uses its 10-bit value (straight-through); ``quantize=False``: the plain float cell."""
         h1, h2 = s[0][:, :self.half], s[0][:, self.half:]
         f1 = f2 = None
         if fixed_next is not None:
             f1, f2 = fixed_next[0][:, :self.half], fixed_next[0][:, self.half:]
         z, g = self._gates(0, x, h2)
-        zq = z + (quantize_gate(z, self.m).to(z.dtype) / GATE_ONE - z).detach()
-        h1 = _st(zq * h1 + (1 - zq) * g, f1)
+        zq = self._quantized(z, quantize)
+        h1 = _st(zq * h1 + (1 - z) * g, f1)
         z, g = self._gates(1, x, h1)
-        zq = z + (quantize_gate(z, self.m).to(z.dtype) / GATE_ONE - z).detach()
-        h2 = _st(zq * h2 + (1 - zq) * g, f2)
+        zq = self._quantized(z, quantize)
+        h2 = _st(zq * h2 + (1 - z) * g, f2)
         return (torch.cat([h1, h2], 1),)
 
 
@@ -274,12 +289,12 @@ class RevLSTMCell(_RevCell):
         super().__init__(input_size, hidden_size, max_forget_bits)
         h = self.half
         self.gates = nn.ModuleList(nn.Linear(input_size + h, 5 * h) for _ in range(2))   # f, z, o, p | g
-        bound = 1 / math.sqrt(hidden_size)
-        for p in self.parameters():
-            nn.init.uniform_(p, -bound, bound)
+
+    def recurrent_linears(self):
+        return [(lin, self.input_size) for lin in self.gates]
 
     def _gates(self, k: int, x: torch.Tensor, other: torch.Tensor):
-        a = self.gates[k](torch.cat([x, self._rec(other, k)], 1))
+        a = self._linear(self.gates[k], x, other)
         sig, g = a[:, :4 * self.half], torch.tanh(a[:, 4 * self.half:])
         f, zs, o, ps = torch.sigmoid(sig).chunk(4, 1)
         return f, self.m * zs + (1 - self.m), o, self.m * ps + (1 - self.m), g
@@ -318,7 +333,7 @@ class RevLSTMCell(_RevCell):
             C[k] = stack.pop(C[k] - (add_c if mask is None else torch.where(mask, add_c, 0)), nz, mask)
         return torch.cat(H, 1), torch.cat(C, 1)
 
-    def step_float(self, x, s, fixed_next=None):
+    def step_float(self, x, s, fixed_next=None, quantize: bool = True):
         h, c = [s[0][:, :self.half], s[0][:, self.half:]], [s[1][:, :self.half], s[1][:, self.half:]]
         fh = fc = [None, None]
         if fixed_next is not None:
@@ -326,8 +341,7 @@ class RevLSTMCell(_RevCell):
             fc = [fixed_next[1][:, :self.half], fixed_next[1][:, self.half:]]
         for k in range(2):
             f, z, o, p, g = self._gates(k, x, h[1 - k])
-            zq = z + (quantize_gate(z, self.m).to(z.dtype) / GATE_ONE - z).detach()
-            pq = p + (quantize_gate(p, self.m).to(p.dtype) / GATE_ONE - p).detach()
+            zq, pq = self._quantized(z, quantize), self._quantized(p, quantize)
             c[k] = _st(zq * c[k] + f * g, fc[k])
             h[k] = _st(pq * h[k] + o * torch.tanh(c[k]), fh[k])
         return torch.cat(h, 1), torch.cat(c, 1)

@@ -26,7 +26,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from omegaconf import open_dict
 
-from algorithms.lookahead import eval_weights
+from algorithms.lookahead import Lookahead, Polyak, eval_weights
 from models.resnet import build as build_classifier
 from runners import image_data
 from runners.core import Checkpointer, Tracker, UserError, check_finite, make_optimizer, set_rng_state
@@ -151,6 +151,53 @@ def evaluate(model, data: Data, amp: bool, channels_last: bool) -> dict[str, flo
     return {"loss": loss / n, "acc": top1 / n, "top5": top5 / n, "error": 1 - top1 / n}
 
 
+def _bn_layers(model):
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def recompute_bn(model, data, epoch: int, channels_last: bool, batches: int | None) -> dict:
+    """torch's ``swa_utils.update_bn``: BatchNorm running statistics recomputed, as a cumulative average over
+    training batches, for the weights now in the model (Polyak's average or Lookahead's slow weights, whose
+    statistics differ from the fast iterate's). Returns the previous buffers, for ``restore_bn``."""
+    bns = _bn_layers(model)
+    saved = {id(m): (m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(), m.momentum)
+             for m in bns}
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    was = model.training
+    model.train()
+    for n, (_, x, _) in enumerate(data.train_batches(epoch, 0)):
+        if batches is not None and n >= batches:
+            break
+        model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+    model.train(was)
+    for m in bns:
+        m.momentum = saved[id(m)][3]
+    return saved
+
+
+@torch.no_grad()
+def restore_bn(model, saved: dict) -> None:
+    for m in _bn_layers(model):
+        mean, var, n, _ = saved[id(m)]
+        m.running_mean.copy_(mean), m.running_var.copy_(var), m.num_batches_tracked.copy_(n)
+
+
+def evaluate_weights(model, opt, data, amp, channels_last, tc, epoch: int) -> dict:
+    """Test metrics of the optimizer's evaluation weights (Lookahead's slow, Polyak's average), with BatchNorm
+    statistics recomputed for those weights when ``train.update_bn`` asks for it."""
+    recompute = {"none": False, "polyak": isinstance(opt, Polyak) and opt.count > 0,
+                 "all": isinstance(opt, (Polyak, Lookahead))}[tc.update_bn]
+    with eval_weights(opt):
+        saved = recompute_bn(model, data, epoch, channels_last, tc.update_bn_batches) if recompute else None
+        out = evaluate(model, data, amp, channels_last)
+        if saved is not None:
+            restore_bn(model, saved)
+    return out
+
+
 def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
     tc = cfg.train
     rank, world, device = setup_distributed(device)
@@ -194,6 +241,8 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
                 "epoch": epoch, "batch": batch, "step": step, "best": best, "wandb_id": tracker.wandb_id}
 
+    if tc.update_bn not in ("none", "polyak", "all"):
+        raise UserError(f"train.update_bn must be none, polyak or all, got '{tc.update_bn}'")
     failed = True
     t0, seen0 = time.perf_counter(), step
     loss_sum = torch.zeros((), device=device)
@@ -202,6 +251,8 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
     try:
         with ckpt:
             while epoch < tc.epochs:
+                if epoch >= tc.polyak_start_epoch and hasattr(opt, "start_averaging"):
+                    opt.start_averaging()      # Polyak (start: null): from this epoch on
                 for i, x, y in data.train_batches(epoch, batch):
                     lr = lr_at(tc, base_lr, epoch, i / data.steps_per_epoch)
                     for group in opt.param_groups:
@@ -231,8 +282,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                     ckpt.after_step(snapshot, step)
                     tracker.advance(step)
 
-                with eval_weights(opt):
-                    test = evaluate(model, data, amp, channels_last)
+                test = evaluate_weights(model, opt, data, amp, channels_last, tc, epoch)
                 if test["acc"] > best["acc"]:
                     best = {"acc": test["acc"], "epoch": epoch + 1}
                 tracker.log({"test/loss": test["loss"], "test/acc": test["acc"], "test/top5": test["top5"],
@@ -243,8 +293,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                     ckpt.interrupt(snapshot(), step)
 
         if test is None:   # resumed a finished run: evaluate the final weights once more
-            with eval_weights(opt):
-                test = evaluate(model, data, amp, channels_last)
+            test = evaluate_weights(model, opt, data, amp, channels_last, tc, epoch)
         summary = tracker.write_summary({
             "test/error": test["error"], "test/acc": test["acc"], "test/top5": test["top5"], "test/loss": test["loss"],
             "test/acc_best": best["acc"], "best_epoch": best["epoch"], "train/epochs": epoch, "train/steps": step,

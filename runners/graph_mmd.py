@@ -106,12 +106,17 @@ def _pmfs(hists: list[np.ndarray], length: int) -> np.ndarray:
     return out
 
 
-def gaussian_emd_kernel(x: list[np.ndarray], y: list[np.ndarray], sigma: float, scale: float = 1.0) -> np.ndarray:
-    """K[i, j] = exp(-EMD(x_i, y_j)^2 / (2 sigma^2)), histograms normalised and zero-padded to one length."""
+def gaussian_emd_kernel(x: list[np.ndarray], y: list[np.ndarray], sigma: float, scale: float = 1.0,
+                        chunk: int = 256) -> np.ndarray:
+    """K[i, j] = exp(-EMD(x_i, y_j)^2 / (2 sigma^2)), histograms normalised and zero-padded to one length
+    (computed ``chunk`` rows at a time: thousands of generated graphs against thousands)."""
     length = max(max(len(h) for h in x), max(len(h) for h in y))
     cx, cy = np.cumsum(_pmfs(x, length), 1), np.cumsum(_pmfs(y, length), 1)
-    emd = np.abs(cx[:, None, :] - cy[None, :, :]).sum(-1) / scale
-    return np.exp(-emd * emd / (2 * sigma * sigma))
+    out = np.empty((len(cx), len(cy)))
+    for a in range(0, len(cx), chunk):
+        emd = np.abs(cx[a:a + chunk, None, :] - cy[None, :, :]).sum(-1) / scale
+        out[a:a + chunk] = np.exp(-emd * emd / (2 * sigma * sigma))
+    return out
 
 
 def gaussian_kernel(x: np.ndarray, y: np.ndarray, sigma: float) -> np.ndarray:
@@ -122,6 +127,58 @@ def gaussian_kernel(x: np.ndarray, y: np.ndarray, sigma: float) -> np.ndarray:
 def mmd2(kernel, x, y, **kw) -> float:
     """Biased MMD^2 as GraphRNN's ``compute_mmd``: mean K(x,x) + mean K(y,y) - 2 mean K(x,y)."""
     return float(kernel(x, x, **kw).mean() + kernel(y, y, **kw).mean() - 2 * kernel(x, y, **kw).mean())
+
+
+STATS = ("degree", "clustering", "orbit")
+KERNELS = {"degree": (gaussian_emd_kernel, dict(sigma=1.0)),
+           "clustering": (gaussian_emd_kernel, dict(sigma=0.1, scale=100.0)),
+           "orbit": (gaussian_kernel, dict(sigma=30.0))}
+
+
+def descriptors(graphs: list[Graph]) -> dict:
+    """Each statistic's per-graph descriptor (computed once: the kernels below reuse them)."""
+    return {"degree": [degree_hist(g) for g in graphs], "clustering": [clustering_hist(g) for g in graphs],
+            "orbit": np.stack([orbit_mean(g) for g in graphs])}
+
+
+def kernel_blocks(ref: dict, pred: dict) -> dict:
+    """{stat: (K_ref_ref, K_pred_pred, K_ref_pred)} of GraphRNN's kernels."""
+    out = {}
+    for k in STATS:
+        fn, kw = KERNELS[k]
+        out[k] = (fn(ref[k], ref[k], **kw), fn(pred[k], pred[k], **kw), fn(ref[k], pred[k], **kw))
+    return out
+
+
+def mmd2_from_blocks(Krr: np.ndarray, Kpp: np.ndarray, Krp: np.ndarray, w: np.ndarray | None = None) -> float:
+    """Biased MMD^2 from the kernel blocks; ``w``: multiplicities of the generated graphs (a bootstrap draw)."""
+    if w is None:
+        return float(Krr.mean() + Kpp.mean() - 2 * Krp.mean())
+    w = w / w.sum()
+    return float(Krr.mean() + w @ Kpp @ w - 2 * (Krp.mean(0) @ w))
+
+
+def bootstrap_interval(blocks: tuple, n_boot: int = 500, seed: int = 0, coverage: float = 0.95) -> tuple:
+    """Percentile interval of MMD^2 over bootstrap resamples of the generated graphs (the generator's sampling
+    variability; the test set is the benchmark's, fixed)."""
+    Krr, Kpp, Krp = blocks
+    rng = np.random.default_rng(seed)
+    n = Kpp.shape[0]
+    vals = [mmd2_from_blocks(Krr, Kpp, Krp, rng.multinomial(n, np.full(n, 1.0 / n)).astype(np.float64))
+            for _ in range(n_boot)]
+    lo, hi = np.quantile(vals, [(1 - coverage) / 2, (1 + coverage) / 2])
+    return float(lo), float(hi)
+
+
+def largest_connected(g: Graph) -> Graph:
+    """GraphRNN's evaluation keeps the largest connected component of each generated graph
+    (``max(nx.connected_component_subgraphs(G), key=len)``, self-loops removed)."""
+    from runners.graph_data import largest_component
+
+    g = g.without_self_loops()
+    if g.num_nodes == 0:
+        return g
+    return largest_component(g.num_nodes, np.asarray(g.edges, dtype=np.int64).reshape(-1, 2))
 
 
 def graph_mmd(ref: list[Graph], pred: list[Graph]) -> dict[str, float]:
@@ -136,10 +193,3 @@ def graph_mmd(ref: list[Graph], pred: list[Graph]) -> dict[str, float]:
         "orbit": mmd2(gaussian_kernel, np.stack([orbit_mean(g) for g in ref]), np.stack([orbit_mean(g) for g in pred]),
                       sigma=30.0),
     }
-
-
-def match_sizes(ref: list[Graph], pred: list[Graph]) -> list[Graph]:
-    """GraphRNN's ``clean_graphs``: for each reference graph, the generated graph whose node count is
-    nearest (first on ties; with replacement), so both sets have the same size distribution."""
-    sizes = np.array([g.num_nodes for g in pred])
-    return [pred[int(np.abs(sizes - g.num_nodes).argmin())] for g in ref]

@@ -144,6 +144,11 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
     mem_sum: dict[str, float] = {}   # bits over all reversal segments of this run (since start/resume)
     if tc.reversal and not all(hasattr(layer, "cell") and hasattr(layer.cell, "reverse_fixed") for layer in model.layers):
         raise UserError(f"train.reversal=true needs reversible cells (model.cell=revlstm|revgru), got '{cfg.model.cell}'")
+    if tc.reversal and (tc.ar_alpha or tc.tar_beta):
+        raise UserError("train.reversal=true computes each step's loss inside the reverse sweep and keeps no outputs: "
+                        "AR/TAR (train.ar_alpha, train.tar_beta) are not available there (the authors use none)")
+    if tc.test_weights not in ("best", "final"):
+        raise UserError(f"train.test_weights must be best or final, got '{tc.test_weights}'")
     try:
         with ckpt:
             while epoch < tc.epochs and not stopped_by_lr(tc, base_lr * plateau_scale):
@@ -160,7 +165,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                     opt.zero_grad(set_to_none=True)
                     try:
                         if tc.reversal:   # gradients by exact reversal, no stored hidden states
-                            loss, hidden, mem = reversible_bptt.lm_step(model, x, y, hidden, tc.ar_alpha, tc.tar_beta)
+                            loss, hidden, mem = reversible_bptt.lm_step(model, x, y, hidden)
                             check_finite(loss, step + 1, ckpt)
                             for k in ("mem/bits_bptt", "mem/bits_buffer", "mem/bits_info"):
                                 mem_sum[k] = mem_sum.get(k, 0.0) + mem[k]
@@ -207,6 +212,9 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                     if val_loss < best["ppl"] and math.isfinite(val_loss):
                         best = {"ppl": val_loss, "epoch": epoch + 1, "state": copy.deepcopy(model.state_dict())}
                 val_history.append(val_loss)
+                n = tc.polyak_nonmono   # Polyak (start: null) as AWD-LSTM's NT-ASGD: average once validation stalls
+                if hasattr(opt, "start_averaging") and len(val_history) > n + 1 and val_loss > min(val_history[:-n - 1]):
+                    opt.start_averaging()
                 cut, bad_epochs = lr_decay_due(tc, val_history, bad_epochs)
                 if cut:
                     plateau_scale *= tc.lr_gamma
@@ -226,12 +234,16 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
         if best["state"] is None:
             raise UserError("no validation pass completed (train.epochs=0?)")
         final_state = copy.deepcopy(model.state_dict())
-        model.load_state_dict(best["state"])
-        test_loss = evaluate(model, test_data, tc.bptt)
+        if tc.test_weights == "best":   # the best validation weights (AWD-LSTM); "final": the authors of RevRNN
+            model.load_state_dict(best["state"])
+            test_loss = evaluate(model, test_data, tc.bptt)
+        else:
+            with eval_weights(opt):
+                test_loss = evaluate(model, test_data, tc.bptt)
         model.load_state_dict(final_state)
         summary = tracker.write_summary({
             "val/ppl_best": math.exp(best["ppl"]), "val/loss_best": best["ppl"], "best_epoch": best["epoch"],
-            "test/ppl": math.exp(test_loss), "test/loss": test_loss,
+            "test/ppl": math.exp(test_loss), "test/loss": test_loss, "test/weights": tc.test_weights,
             "train/epochs": epoch, "train/steps": step, "train/lr_final": base_lr * plateau_scale,
             "train/stopped_by_lr_min": stopped_by_lr(tc, base_lr * plateau_scale), "n_params": sum(p.numel() for p in model.parameters()),
             "optimizer": cfg.optimizer.name, "lr": base_lr, "seed": cfg.seed, "device": str(device),

@@ -13,7 +13,7 @@ from scipy.stats import wasserstein_distance
 
 from runners.core import UserError
 from runners.graph_data import Graph, check_graph, read_jsonl, write_jsonl, split, ego_small
-from runners.graph_mmd import (clustering, degree_hist, gaussian_emd_kernel, gaussian_kernel, graph_mmd, match_sizes,
+from runners.graph_mmd import (clustering, degree_hist, gaussian_emd_kernel, gaussian_kernel, graph_mmd,
                                mmd2, orbit_counts, orbit_mean)
 
 
@@ -125,12 +125,6 @@ def test_identical_sets_have_zero_mmd_and_different_sets_do_not():
     assert all(v > 1e-3 for v in graph_mmd(gs, dense).values())
 
 
-def test_match_sizes_nearest_first_with_replacement():
-    ref = [Graph.make(n, []) for n in (5, 9, 12)]
-    pred = [Graph.make(n, []) for n in (8, 4, 10, 6)]
-    assert [g.num_nodes for g in match_sizes(ref, pred)] == [4, 8, 10]   # 5: 4 and 6 tie -> first (4)
-
-
 def test_jsonl_roundtrip_split_and_errors(tmp_path):
     gs = [Graph.make(3, [[0, 1], [2, 1]]), Graph.make(2, [[1, 0], [0, 1]]), Graph.make(4, [])]
     write_jsonl(tmp_path / "g.jsonl", gs)
@@ -167,3 +161,66 @@ def test_ego_small_from_planetoid_fixture(tmp_path, monkeypatch):
     # the fixture is not the real CiteSeer: with verification on, the first file's MD5 is a clear error
     with pytest.raises(UserError, match=r"ind.citeseer.allx: MD5 mismatch .*data.verify_md5=false"):
         ego_small(tmp_path / "ro" / "planetoid", tmp_path / "cache3", verify=True)
+
+
+# --------------------------------------------------------------------------- scoring as GraphRNN's evaluation
+def test_largest_connected_component_matches_networkx():
+    from runners.graph_mmd import largest_connected
+
+    for seed in range(20):
+        g, nxg = random_graph(14, 0.12, seed)
+        lcc = largest_connected(Graph.make(14, np.concatenate([g.edges, [[3, 3]]])))   # a self-loop too
+        biggest = max(nx.connected_components(nxg), key=len)
+        assert lcc.num_nodes == len(biggest)
+        assert nx.is_isomorphic(nx.Graph(list(map(tuple, lcc.edges))) if len(lcc.edges) else nx.empty_graph(1),
+                                nxg.subgraph(biggest)) or lcc.num_nodes == 1
+        assert not (lcc.edges[:, 0] == lcc.edges[:, 1]).any()
+
+
+def test_all_pairs_mmd_from_blocks_and_bootstrap_weights():
+    """Kernel blocks reproduce graph_mmd (every generated graph against every reference graph); a bootstrap
+    weight vector equals scoring the explicitly duplicated sample; the interval brackets the estimate."""
+    from runners.graph_mmd import STATS, bootstrap_interval, descriptors, kernel_blocks, mmd2_from_blocks
+
+    ref = [random_graph(10, 0.3, s)[0] for s in range(6)]
+    pred = [random_graph(n, 0.25, 100 + n) [0] for n in range(6, 15)]
+    blocks = kernel_blocks(descriptors(ref), descriptors(pred))
+    direct = graph_mmd(ref, pred)
+    for k in STATS:
+        assert mmd2_from_blocks(*blocks[k]) == pytest.approx(direct[k], rel=1e-12, abs=1e-15)
+    w = np.array([2, 0, 1, 1, 0, 3, 1, 0, 1], dtype=np.float64)
+    dup = [g for g, c in zip(pred, w.astype(int)) for _ in range(c)]
+    dup_direct = graph_mmd(ref, dup)
+    for k in STATS:
+        assert mmd2_from_blocks(*blocks[k], w=w) == pytest.approx(dup_direct[k], rel=1e-12, abs=1e-15)
+        lo, hi = bootstrap_interval(blocks[k], 200, 0)
+        assert lo <= direct[k] + 1e-12 and hi >= lo
+
+
+# --------------------------------------------------------------------------- a second implementation
+def test_descriptors_and_orbit_mmd_equal_polygraph_benchmark():
+    """polygraph-benchmark (a maintained evaluator) computes the same descriptors: node degree histograms,
+    100-bin clustering histograms and 4-node graphlet orbit counts (its orbit_count package); and with the same
+    RBF kernel and biased estimator, the same orbit MMD^2."""
+    from polygraph.utils.descriptors import ClusteringHistogram, OrbitCounts, SparseDegreeHistogram
+    from polygraph.utils.mmd_utils import mmd_from_gram
+
+    ours = [random_graph(n, 0.3, n)[0] for n in range(5, 17)]
+    theirs = [nx.Graph(list(map(tuple, g.edges))) for g in ours]
+    for g, h in zip(ours, theirs):
+        h.add_nodes_from(range(g.num_nodes))
+    orb = np.asarray(OrbitCounts()(theirs))          # per graph: orbit counts averaged over nodes (GraphRNN's)
+    np.testing.assert_allclose(orb, np.stack([orbit_mean(g) for g in ours]), rtol=0, atol=1e-9)
+    deg = SparseDegreeHistogram()(theirs)
+    deg = deg.toarray() if hasattr(deg, "toarray") else np.asarray(deg)
+    for i, g in enumerate(ours):
+        d = degree_hist(g)
+        np.testing.assert_allclose(deg[i, :len(d)] / deg[i].sum(), d / d.sum(), rtol=1e-12)
+    clu = np.asarray(ClusteringHistogram(bins=100)(theirs))
+    for i, g in enumerate(ours):
+        h = np.histogram(clustering(g), bins=100, range=(0.0, 1.0))[0]
+        np.testing.assert_allclose(clu[i] / clu[i].sum(), h / h.sum(), rtol=1e-12)
+    x, y = np.stack([orbit_mean(g) for g in ours[:6]]), np.stack([orbit_mean(g) for g in ours[6:]])
+    k = lambda a, b: gaussian_kernel(a, b, sigma=30.0)   # noqa: E731
+    theirs_mmd = mmd_from_gram(k(x, x), k(y, y), k(x, y), variant="biased")
+    assert float(theirs_mmd) == pytest.approx(mmd2(gaussian_kernel, x, y, sigma=30.0), rel=1e-12)

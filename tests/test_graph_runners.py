@@ -48,7 +48,7 @@ def test_non_invertible_flow_state_is_a_user_error(tmp_path):
     train_g, test_g = split(community_small(20, 0))
     enc, flow = GraphEncoder(4, 2, 8, 2), GraphFlow(4, 2, 8, 2)
     with torch.no_grad():
-        flow.layers[1].F.mlp[-1].bias.fill_(float("nan"))
+        flow.layers[1].F[0].mlp[-1].bias.fill_(float("nan"))
     with pytest.raises(UserError, match="not invertible"):
         evaluate(cfg, enc.eval(), flow.eval(), train_g, test_g, tmp_path, torch.device("cpu"))
 

@@ -169,7 +169,7 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(tmp_path, optimizer
 
 
 @pytest.mark.parametrize("override,message", [
-    ("model.max_forget_bits=4", "error: unsupported max_forget_bits=4; use 2, 3, 5 or none"),
+    ("model.max_forget_bits=4", "error: unsupported max_forget_bits=4; use 1, 2, 3, 5 or none"),
     ("model.hidden_size=201", "error: reversible cells split the hidden state in halves: hidden_size=201 is odd"),
 ])
 def test_reversible_model_bad_input_is_one_line(tmp_path, override, message):

@@ -264,3 +264,104 @@ def test_fused_sync_matches_the_foreach_sync():
         torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(sa, sb, rtol=1e-6, atol=1e-7)
         assert torch.equal(y.detach(), sb) and y.data_ptr() != sb.data_ptr()
+
+
+@pytest.mark.parametrize("inner", ["sgd", "adam_fused"])
+def test_grad_scaler_skipped_step_leaves_slow_weights_and_counter(inner):
+    """k=1: a counted step would sync at once. A step GradScaler skips (inf gradients) must move neither the
+    fast nor the slow weights nor the counter, also around a fused inner optimizer (which itself tells the
+    scaler it handles inf checks: the wrapper must not inherit that claim)."""
+    model = make_model()
+    base = torch.optim.SGD(model.parameters(), lr=0.1) if inner == "sgd" else \
+        torch.optim.Adam(model.parameters(), lr=0.1, fused=True)
+    opt = Lookahead(base, k=1, alpha=0.5)
+    assert not getattr(opt, "_step_supports_amp_scaling", False)
+    scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+    x, y = batch(0)
+    scaler.scale(torch.nn.functional.cross_entropy(model(x), y)).backward()
+    next(model.parameters()).grad[0, 0] = float("inf")
+    fast, slow = params(model), [s.clone() for s in opt.slow]
+    scaler.step(opt)
+    scaler.update()
+    assert opt.steps == 0
+    assert all(torch.equal(a, b) for a, b in zip(fast, params(model)))
+    assert all(torch.equal(a, b) for a, b in zip(slow, opt.slow))
+    opt.zero_grad()
+    scaler.scale(torch.nn.functional.cross_entropy(model(x), y)).backward()
+    scaler.step(opt)           # a finite step now counts and syncs
+    scaler.update()
+    assert opt.steps == 1 and not all(torch.equal(a, b) for a, b in zip(slow, opt.slow))
+
+
+def test_polyak_starts_on_the_trigger_not_at_initialisation():
+    model = make_model()
+    opt = Polyak(torch.optim.SGD(model.parameters(), lr=0.1), start=None)
+    train_steps(model, opt, 0, 3)
+    assert opt.count == 0 and not opt.averaging
+    with eval_weights(opt):             # nothing averaged yet: the iterate itself
+        assert all(torch.equal(p.detach(), q) for p, q in zip(model.parameters(), params(model)))
+    opt.start_averaging()
+    iterates = []
+    for s in range(3, 7):
+        train_steps(model, opt, s, 1)
+        iterates.append(params(model))
+    opt.start_averaging()               # a second trigger changes nothing
+    assert opt.count == 4 and opt.start == 3
+    expect = [torch.stack([it[i] for it in iterates]).mean(0) for i in range(len(iterates[0]))]
+    with eval_weights(opt):
+        for p, e in zip(model.parameters(), expect):
+            torch.testing.assert_close(p.detach(), e)
+    again = Polyak(torch.optim.SGD(make_model().parameters(), lr=0.1), start=None)
+    again.load_state_dict(opt.state_dict())
+    assert again.start == 3 and again.count == 4
+
+
+def test_language_model_polyak_starts_on_the_nonmonotone_trigger(tmp_path):
+    """optimizer=polyak (start: null) in the LM runner: averaging starts at the first epoch whose validation loss
+    is worse than the best before the last polyak_nonmono epochs (AWD-LSTM's NT-ASGD), not before."""
+    import json
+
+    from conftest import run_cli
+    from fixtures import write_ptb
+
+    write_ptb(tmp_path / "data")
+    p = run_cli("experiment=lookahead_ptb_small", "optimizer=polyak", "+optim_presets.polyak.lr=30", "smoke=true",
+                f"data.root={tmp_path}/data", "train.epochs=6", "train.polyak_nonmono=1", "train.lr_schedule=constant",
+                f"hydra.run.dir={tmp_path}/run", "logger.mode=disabled", "logger.progress=false", check=True)
+    import torch as _t
+    ck = _t.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if "val/loss" in x]
+    vals = [r["val/loss"] for r in rows]
+    fired = next(i for i in range(2, len(vals)) if vals[i] > min(vals[:i - 1]))   # this fixture's lr 30 overshoots
+    pk = ck["optimizer"]["polyak"]
+    assert fired < len(vals) - 1                       # the trigger came before the last epoch
+    assert pk["start"] == rows[fired]["step"]          # averaging from the end of that epoch on, not from step 0
+    assert pk["count"] == pk["steps"] - pk["start"] > 0
+
+
+def test_batchnorm_statistics_are_recomputed_for_the_averaged_weights():
+    """update_bn for Polyak: BN running statistics of the evaluated (averaged) weights equal a cumulative average
+    over the training batches computed by hand; the training model's own statistics come back afterwards."""
+    from runners.classify import recompute_bn, restore_bn
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    xs = [torch.randn(8, 4) for _ in range(5)]
+
+    class Data:
+        def train_batches(self, epoch, start):
+            for i, x in enumerate(xs):
+                yield i, x, None
+
+    bn = net[1]
+    bn.running_mean.fill_(7.0)
+    before = (bn.running_mean.clone(), bn.running_var.clone())
+    saved = recompute_bn(net, Data(), 0, False, None)
+    h = torch.cat([net[0](x) for x in xs]).detach()
+    per_batch_means = torch.stack([net[0](x).detach().mean(0) for x in xs])
+    torch.testing.assert_close(bn.running_mean, per_batch_means.mean(0))
+    per_batch_vars = torch.stack([net[0](x).detach().var(0, unbiased=True) for x in xs])
+    torch.testing.assert_close(bn.running_var, per_batch_vars.mean(0))
+    assert h.shape[0] == 40 and bn.momentum == 0.1
+    restore_bn(net, saved)
+    assert torch.equal(bn.running_mean, before[0]) and torch.equal(bn.running_var, before[1])

@@ -26,3 +26,16 @@ def test_nstep_returns_against_direct_sums():
     d = (torch.rand(7, 3, generator=g) < 0.3).double()
     last = torch.randn(3, generator=g, dtype=torch.float64)
     torch.testing.assert_close(nstep_returns(r, d, last, 0.9), naive_returns(r, d, last, 0.9))
+
+
+def test_rollout_allocates_time_major_buffers_of_the_right_types():
+    from algorithms.rollout import Rollout
+
+    r = Rollout.allocate(5, 3, (4, 84, 84), (), torch.uint8, torch.device("cpu"))
+    assert r.obs.shape == (5, 3, 4, 84, 84) and r.obs.dtype == torch.uint8
+    assert r.actions.shape == (5, 3) and r.actions.dtype == torch.long
+    for t in (r.rewards, r.dones, r.values):
+        assert t.shape == (5, 3) and t.dtype == torch.float32 and not t.any()
+    assert r.last_value.shape == (3,)
+    c = Rollout.allocate(2, 1, (6,), (2,), torch.float32, torch.device("cpu"))
+    assert c.actions.shape == (2, 1, 2) and c.actions.dtype == torch.float32
