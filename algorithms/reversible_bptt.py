@@ -44,14 +44,15 @@ def memory_bits(cells, stacks, T: int, batch: int) -> dict:
 
 
 def reverse_step(cells, S: list, stacks: list, g: list, x0: torch.Tensor, in_masks, g_top: torch.Tensor,
-                 mask: torch.Tensor | None = None) -> None:
+                 mask: torch.Tensor | None = None, unbuffered: int = 0, restore: torch.Tensor | None = None) -> None:
     """Reverse one time step of a layer stack, top layer first, in place: ``S`` (per-layer fixed-point
     states after the step) becomes the states before it, ``g`` (per-layer state gradients) moves back one
     step. Each layer's step is undone exactly, re-run with autograd and backpropagated; ``g_top`` is the
     gradient arriving at the top layer's output, and a lower layer receives the gradient of the layer
     above through its input. ``x0``: the bottom layer's input (with its graph, e.g. to the embeddings);
     ``in_masks[l]``: dropout mask on layer l's input (l >= 1) or None; ``mask`` [B, 1]: padded examples
-    are no-ops both ways."""
+    are no-ops both ways; ``unbuffered`` / ``restore``: the top layer's attention slice, kept out of its buffer,
+    and its stored values before the step."""
     top = len(cells) - 1
     for l in range(top, -1, -1):
         c = cells[l]
@@ -60,7 +61,10 @@ def reverse_step(cells, S: list, stacks: list, g: list, x0: torch.Tensor, in_mas
         else:
             below = cells[l - 1].output(S[l - 1]).requires_grad_(True)
             x_in = _apply(below, in_masks[l])
-        prev = c.reverse_fixed(x_in.detach(), S[l], stacks[l], mask)
+        if l == top and unbuffered:
+            prev = c.reverse_fixed(x_in.detach(), S[l], stacks[l], mask, unbuffered, restore)
+        else:
+            prev = c.reverse_fixed(x_in.detach(), S[l], stacks[l], mask)
         s_prev = tuple(to_float(q).requires_grad_(True) for q in prev)
         s_next = c.step_float(x_in, s_prev, fixed_next=S[l])
         if mask is not None:
@@ -132,20 +136,21 @@ def lm_step(model, words: torch.Tensor, targets: torch.Tensor, state: list):
     return loss / targets.numel(), final, stats
 
 
-def seq2seq_step(model, src: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Tensor, tgt_mask: torch.Tensor):
-    """One minibatch of ``models.seq2seq.Seq2Seq`` with reversible cells (any number of layers per side),
-    gradients by reversal (accumulated into ``.grad``). ``tgt`` includes <s> ... </s>; the decoder reads
-    tgt[:-1] and predicts tgt[1:]. Returns (mean cross-entropy per target token, {"enc"|"dec": (buffer
-    bits at their peak, information bits)}, summed over layers).
+def seq2seq_step(model, src: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Tensor, tgt_mask: torch.Tensor,
+                 norm: float):
+    """One minibatch of ``models.seq2seq.Seq2Seq`` with reversible cells (any number of layers per side), gradients by
+    reversal (accumulated into ``.grad``), as the authors' ``RevNMTModel.forward_and_backward``. ``tgt`` includes
+    <s> ... </s>; the decoder reads tgt[:-1] and predicts tgt[1:]; the summed cross-entropy is divided by ``norm``
+    (the number of sentences, as the authors, or of target tokens). Returns (the summed cross-entropy / norm,
+    {"enc"|"dec": (bits kept across time, information bits)}).
 
-    Encoder and decoder run once without grad in fixed point, filling their bit stacks; only what the
-    attention and the softmax need is kept: the decoder's top outputs, the source embeddings and the top
-    encoder layer's hidden slice (the attention memory, stored explicitly). The loss is backpropagated to
-    those; then the decoder is reversed step by step, layers top to bottom within a step (its state
-    gradients end at its initial states, the encoder's final states), then the encoder, adding the
-    memory-slice gradient to each step's top output. Dropout between layers uses masks sampled once, so
-    both directions agree. Padded steps are masked no-ops both ways. Every state and stack must come back
-    exactly to its start (checked).
+    Encoder and decoder run once without grad in fixed point, filling their bit stacks; the only per-step values
+    kept are the attention memory's: the top encoder layer's slice (the first k units of h1, stored in full and kept
+    out of that layer's buffer; counted, 32 bits a unit, on the encoder) and the source embeddings (recomputed from
+    the tokens in the authors' code; BPTT keeps them too). Then the decoder is reversed step by step: step t's
+    attention, softmax and cross-entropy on the top state after step t, backpropagated, then step t undone through
+    the layers (top to bottom); then the encoder, adding the slice's gradient to each step's top output and
+    restoring the slice units from their stored values. Every state and stack must come back exactly (checked).
     """
     enc = [layer.cell for layer in model.enc]
     dec = [layer.cell for layer in model.dec]
@@ -153,67 +158,72 @@ def seq2seq_step(model, src: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Te
     S, B = src.shape
     T = tgt.size(0) - 1
     dev = src.device
-    k = model.hidden if model.attention == "full" else model.k
-    e_src = model.drop(model.src_emb(src))
-    e_tgt = model.drop(model.tgt_emb(tgt[:-1]))
+    k = model.k if "slice" in model.attention else 0
+    if model.attention == "full":
+        raise ValueError("attention 'full' keeps every encoder state: it cannot be trained by reversal")
+    masks = model.masks(B, dev)
+    e_src, e_tgt = model.embed(src, "src", masks), model.embed(tgt[:-1], "tgt", masks)
     xs, xt = e_src.detach().requires_grad_(True), e_tgt.detach().requires_grad_(True)
     ms, mt = src_mask[:, :, None], tgt_mask[:-1, :, None]
-    p = model.drop.p
-    drop_e = [None] + [_locked_mask((S, B, model.hidden), p, model.training, dev) for _ in range(1, L)]
-    drop_d = [None] + [_locked_mask((T, B, model.hidden), p, model.training, dev) for _ in range(1, L)]
 
-    def at(drops, t):   # each layer's input dropout mask at step t (None: no dropout)
-        return [d if d is None else d[t] for d in drops]
-
-    def layer_input(cells, l, Sx, x0, drops, t):
-        return x0 if l == 0 else _apply(cells[l - 1].output(Sx[l - 1]), at(drops, t)[l])
-
-    # 1. no-grad fixed-point forward, encoder then decoder
+    # 1. no-grad fixed-point forward, encoder then decoder; the slice values are stored (exact, int64)
     stack_e = [c.new_stack(B, dev) for c in enc]
     stack_d = [c.new_stack(B, dev) for c in dec]
     init = [c.init_state(B, dev) for c in enc]
-    Se, slices, outs = list(init), [], []
+    Se, slices = list(init), [init[-1][0][:, :k].clone()]
     with torch.no_grad():
         for s in range(S):
+            x = xs[s]
             for l in range(L):
-                Se[l] = enc[l].step_fixed(layer_input(enc, l, Se, xs[s], drop_e, s), Se[l], stack_e[l], ms[s])
-            slices.append(enc[-1].output(Se[-1])[:, :k])
+                if l > 0:
+                    x = _apply(enc[l - 1].output(Se[l - 1]), masks["enc"][l])
+                Se[l] = enc[l].step_fixed(x, Se[l], stack_e[l], ms[s], k if l == L - 1 else 0)
+            slices.append(Se[-1][0][:, :k].clone())
         enc_final = list(Se)
         Sd = list(Se)
         for t in range(T):
+            x = xt[t]
             for l in range(L):
-                Sd[l] = dec[l].step_fixed(layer_input(dec, l, Sd, xt[t], drop_d, t), Sd[l], stack_d[l], mt[t])
-            outs.append(dec[-1].output(Sd[-1]))
-    acct = {side: (sum(st.bits() for st in stacks), sum(st.info_bits for st in stacks))
-            for side, stacks in (("enc", stack_e), ("dec", stack_d))}
+                if l > 0:
+                    x = _apply(dec[l - 1].output(Sd[l - 1]), masks["dec"][l])
+                Sd[l] = dec[l].step_fixed(x, Sd[l], stack_d[l], mt[t])
+    slice_bits = 0
+    if k:
+        stored = torch.stack(slices[1:])
+        slice_bits = (32 if bool((stored.abs() < 2**31).all()) else 64) * int(src_mask.sum()) * k
+    acct = {"enc": (sum(st.bits() for st in stack_e) + slice_bits, sum(st.info_bits for st in stack_e) + slice_bits),
+            "dec": (sum(st.bits() for st in stack_d), sum(st.info_bits for st in stack_d))}
 
-    # 2. loss through attention and softmax on the kept tensors
-    sl = torch.stack(slices).requires_grad_(True)
-    dec_out = torch.stack(outs).requires_grad_(True)
-    memory = {"full": sl, "emb": xs, "slice": sl, "emb+slice": torch.cat([xs, sl], -1)}[model.attention]
-    logits = model.attend(dec_out, memory, src_mask)
-    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt[1:].reshape(-1), ignore_index=0)
-    loss.backward()
-    g_out = dec_out.grad
-    g_sl = sl.grad if sl.grad is not None else torch.zeros_like(sl)
+    # 2. the attention memory (and its projection) once, as leaves whose gradients the steps accumulate
+    sl = to_float(torch.stack(slices[1:])).requires_grad_(True) if k else None
+    top_float = None if sl is None else torch.cat([sl, sl.new_zeros(S, B, enc[-1].hidden_size - k)], -1)
+    memory = model.memory(xs, top_float, masks)
+    proj = model.attn(memory)
+    mem_leaf, proj_leaf = memory.detach().requires_grad_(True), proj.detach().requires_grad_(True)
 
-    def reverse(cells, x_leaf, mask, S_end, stacks, drops, g, g_top):
-        """Reverse a layer stack from S_end to its initial states; g: per-layer state gradients at the end."""
-        Sx, g = list(S_end), [list(gl) for gl in g]
-        for t in range(x_leaf.size(0) - 1, -1, -1):
-            reverse_step(cells, Sx, stacks, g, x_leaf[t], at(drops, t), g_top(t), mask[t])
-        return Sx, g
+    # 3. the decoder backwards: step t's loss on the top state after step t, then reverse step t
+    g = [[torch.zeros(B, c.hidden_size, device=dev) for _ in range(c.n_states)] for c in dec]
+    loss = torch.zeros((), device=dev)
+    for t in range(T - 1, -1, -1):
+        top = dec[-1].output(Sd[-1]).requires_grad_(True)
+        logits = model.attend(model.drop(top, masks["query"])[None], mem_leaf, src_mask, proj_leaf)[0]
+        part = F.cross_entropy(logits, tgt[t + 1], ignore_index=0, reduction="sum") / norm
+        part.backward()
+        loss += part.detach()
+        reverse_step(dec, Sd, stack_d, g, xt[t], masks["dec"], top.grad, mt[t])
+    torch.autograd.backward([memory, proj], [mem_leaf.grad, proj_leaf.grad])
 
-    pad = enc[-1].hidden_size - k      # the memory slice is the first k units of the top layer's output h
-
-    # 3. decoder backwards to its initial states (= the encoder's final states), then the encoder
-    zero = [[torch.zeros(B, c.hidden_size, device=dev) for _ in range(c.n_states)] for c in dec]
-    Sd0, g = reverse(dec, xt, mt, Sd, stack_d, drop_d, zero, lambda t: g_out[t])
-    Se0, _ = reverse(enc, xs, ms, Sd0, stack_e, drop_e, g, lambda t: F.pad(g_sl[t], (0, pad)))
+    # 4. the encoder backwards from the decoder's initial-state gradients (its final states)
+    g_sl = sl.grad if sl is not None and sl.grad is not None else None
+    pad = enc[-1].hidden_size - k
+    Se = list(Sd)
+    for s in range(S - 1, -1, -1):
+        g_top = F.pad(g_sl[s], (0, pad)) if g_sl is not None else torch.zeros(B, enc[-1].hidden_size, device=dev)
+        reverse_step(enc, Se, stack_e, g, xs[s], masks["enc"], g_top, ms[s], k, slices[s] if k else None)
     for l in range(L):
-        if not (all(torch.equal(a, b) for a, b in zip(Sd0[l], enc_final[l])) and stack_d[l].empty()):
+        if not (all(torch.equal(a, b) for a, b in zip(Sd[l], enc_final[l])) and stack_d[l].empty()):
             raise RuntimeError(f"reversal did not restore decoder layer {l}'s initial state exactly")
-        if not (all(torch.equal(a, b) for a, b in zip(Se0[l], init[l])) and stack_e[l].empty()):
+        if not (all(torch.equal(a, b) for a, b in zip(Se[l], init[l])) and stack_e[l].empty()):
             raise RuntimeError(f"reversal did not restore encoder layer {l}'s initial state exactly")
-    torch.autograd.backward([e_src, e_tgt], [xs.grad, xt.grad])
-    return loss.detach(), acct
+    torch.autograd.backward([e_src, e_tgt], [xs.grad if xs.grad is not None else torch.zeros_like(xs), xt.grad])
+    return loss, acct

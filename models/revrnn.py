@@ -203,6 +203,29 @@ class _RevCell(nn.Module):
             return z
         return z + (quantize_gate(z, self.m).to(z.dtype) / GATE_ONE - z).detach()
 
+    def _push_h1(self, stack: BitStack, H: torch.Tensor, n: torch.Tensor, mask, unbuffered: int) -> torch.Tensor:
+        """Half 1's h times n / 1024. Its first ``unbuffered`` units (the attention slice, stored elsewhere in
+        full) do not go through the buffer: their low bits are dropped, as the authors' ``slice_dim``."""
+        if not unbuffered:
+            return stack.push(H, n, mask)
+        cols = torch.arange(H.shape[1], device=H.device) >= unbuffered
+        keep = cols if mask is None else cols & mask
+        out = stack.push(H, n, keep)
+        lossy = torch.div(H[:, :unbuffered], GATE_ONE, rounding_mode="floor") * n[:, :unbuffered]
+        if mask is not None:
+            lossy = torch.where(mask, lossy, H[:, :unbuffered])
+        return torch.cat([lossy, out[:, unbuffered:]], 1)
+
+    def _pop_h1(self, stack: BitStack, H: torch.Tensor, n: torch.Tensor, mask, unbuffered: int,
+                restore: torch.Tensor | None) -> torch.Tensor:
+        """Undo ``_push_h1``: the buffered units pop, the slice units take their stored previous values."""
+        if not unbuffered:
+            return stack.pop(H, n, mask)
+        cols = torch.arange(H.shape[1], device=H.device) >= unbuffered
+        out = stack.pop(H, n, cols if mask is None else cols & mask)
+        prev = restore if mask is None else torch.where(mask, restore, H[:, :unbuffered])
+        return torch.cat([prev, out[:, unbuffered:]], 1)
+
     def init_state(self, batch: int, device=None) -> tuple[torch.Tensor, ...]:
         return tuple(torch.zeros(batch, self.hidden_size, dtype=torch.long, device=device) for _ in range(self.n_states))
 
@@ -241,20 +264,20 @@ class RevGRUCell(_RevCell):
         return self.m * zs + (1 - self.m), g
 
     @torch.no_grad()
-    def step_fixed(self, x, S, stack: BitStack, mask=None):
+    def step_fixed(self, x, S, stack: BitStack, mask=None, unbuffered: int = 0):
         (H1, H2), = self.halves(S)
         for k in range(2):
             other = to_float(H2 if k == 0 else H1)
             z, g = self._gates(k, x, other)
             n = quantize_gate(z, self.m)
-            Hk = stack.push(H1 if k == 0 else H2, n, mask)
+            Hk = self._push_h1(stack, H1, n, mask, unbuffered) if k == 0 else stack.push(H2, n, mask)
             add = to_fixed((1 - z) * g)   # the float gate in the additive term, as the authors' RevGRU
             Hk = Hk + (add if mask is None else torch.where(mask, add, 0))
             H1, H2 = (Hk, H2) if k == 0 else (H1, Hk)
         return (torch.cat([H1, H2], 1),)
 
     @torch.no_grad()
-    def reverse_fixed(self, x, S, stack: BitStack, mask=None):
+    def reverse_fixed(self, x, S, stack: BitStack, mask=None, unbuffered: int = 0, restore=None):
         (H1, H2), = self.halves(S)
         for k in (1, 0):
             other = to_float(H2 if k == 0 else H1)
@@ -262,7 +285,7 @@ class RevGRUCell(_RevCell):
             n = quantize_gate(z, self.m)
             add = to_fixed((1 - z) * g)
             Hk = (H1 if k == 0 else H2) - (add if mask is None else torch.where(mask, add, 0))
-            Hk = stack.pop(Hk, n, mask)
+            Hk = self._pop_h1(stack, Hk, n, mask, unbuffered, restore) if k == 0 else stack.pop(Hk, n, mask)
             H1, H2 = (Hk, H2) if k == 0 else (H1, Hk)
         return (torch.cat([H1, H2], 1),)
 
@@ -300,7 +323,7 @@ class RevLSTMCell(_RevCell):
         return f, self.m * zs + (1 - self.m), o, self.m * ps + (1 - self.m), g
 
     @torch.no_grad()
-    def step_fixed(self, x, S, stack: BitStack, mask=None):
+    def step_fixed(self, x, S, stack: BitStack, mask=None, unbuffered: int = 0):
         (H1, H2), (C1, C2) = self.halves(S)
         H, C = [H1, H2], [C1, C2]
         for k in range(2):
@@ -309,7 +332,8 @@ class RevLSTMCell(_RevCell):
             add_c = to_fixed(f * g, " in c")
             C[k] = stack.push(C[k], nz, mask) + (add_c if mask is None else torch.where(mask, add_c, 0))
             add_h = to_fixed(o * torch.tanh(to_float(C[k])))
-            H[k] = stack.push(H[k], np_, mask) + (add_h if mask is None else torch.where(mask, add_h, 0))
+            pushed = self._push_h1(stack, H[k], np_, mask, unbuffered) if k == 0 else stack.push(H[k], np_, mask)
+            H[k] = pushed + (add_h if mask is None else torch.where(mask, add_h, 0))
         self._check(C)
         return torch.cat(H, 1), torch.cat(C, 1)
 
@@ -321,14 +345,15 @@ class RevLSTMCell(_RevCell):
                                          f"beyond the representable range +-2^{int(math.log2(MAX_ABS))}")
 
     @torch.no_grad()
-    def reverse_fixed(self, x, S, stack: BitStack, mask=None):
+    def reverse_fixed(self, x, S, stack: BitStack, mask=None, unbuffered: int = 0, restore=None):
         (H1, H2), (C1, C2) = self.halves(S)
         H, C = [H1, H2], [C1, C2]
         for k in (1, 0):
             f, z, o, p, g = self._gates(k, x, to_float(H[1 - k]))
             nz, np_ = quantize_gate(z, self.m), quantize_gate(p, self.m)
             add_h = to_fixed(o * torch.tanh(to_float(C[k])))
-            H[k] = stack.pop(H[k] - (add_h if mask is None else torch.where(mask, add_h, 0)), np_, mask)
+            Hk = H[k] - (add_h if mask is None else torch.where(mask, add_h, 0))
+            H[k] = self._pop_h1(stack, Hk, np_, mask, unbuffered, restore) if k == 0 else stack.pop(Hk, np_, mask)
             add_c = to_fixed(f * g)
             C[k] = stack.pop(C[k] - (add_c if mask is None else torch.where(mask, add_c, 0)), nz, mask)
         return torch.cat(H, 1), torch.cat(C, 1)
@@ -366,6 +391,7 @@ class RevLayer(nn.Module):
         super().__init__()
         self.cell = CELL_TYPES[cell or self.cell_type](input_size, hidden_size, max_forget_bits)
         self.weight_drop = weight_drop
+        self.unbuffered = 0   # leading units of h stored elsewhere (an attention slice): not buffered
         self.last_stack: BitStack | None = None
 
     def init_state(self, batch: int, device):
@@ -386,7 +412,9 @@ class RevLayer(nn.Module):
         s_float = tuple(to_float(S) for S in state) if state_float is None else state_float
         for t in range(x.size(0)):
             m = None if mask is None else mask[t][:, None]
-            nxt = self.cell.step_fixed(x[t].detach(), state, stack, m)
+            # a fresh copy: BLAS may round differently for an unaligned view, and a gate that lands on a
+            # rounding boundary would then quantise differently from the reversal pass (which uses fresh tensors)
+            nxt = self.cell.step_fixed(x[t].detach().clone(), state, stack, m, self.unbuffered)
             if grad:
                 new = self.cell.step_float(x[t], s_float, nxt)
                 s_float = new if m is None else tuple(torch.where(m, a, b) for a, b in zip(new, s_float))

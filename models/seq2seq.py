@@ -1,20 +1,25 @@
-"""Attention encoder-decoder for the reversible-RNN translation experiments (MacKay et al. 2018, sec. 5.2).
+"""Attention encoder-decoder for the reversible-RNN translation experiments (MacKay et al. 2018, sec. 5.2), as the
+authors' OpenNMT-based code.
 
 ``layers`` recurrent layers each side (torch GRU/LSTM, or stacks of the fixed-point RevGRU/RevLSTM of
-models/revrnn.py; decoder layer l starts from encoder layer l's final state; dropout between layers),
-Luong "general" global attention on top of the decoder's top-layer outputs (no input feeding, so the
-decoder RNN runs over the target in one pass and attention needs no state of its own):
+models/revrnn.py; decoder layer l starts from encoder layer l's final state), Luong "general" global attention on
+top of the decoder's top-layer outputs (no input feeding, so the decoder RNN runs over the target in one pass):
 
-    score(h_t, m_s) = h_t^T W_a m_s,   c_t = sum_s softmax(score) m_s,   h~_t = tanh(W_c [c_t; h_t]),
+    score(q_t, m_s) = q_t^T W_a m_s,   c_t = sum_s softmax(score) m_s,   h~_t = tanh(W_c [c_t; q_t]),
     p(y_t) = softmax(W_o h~_t)
 
-The attention memory m_s is the paper's choice among ``full`` (every encoder hidden state: the baseline,
-which defeats reversal), ``emb`` (the source embeddings), ``slice`` (the first k hidden units, stored
-explicitly) and ``emb+slice`` ("Emb+20H"); the hidden slice is taken from the top encoder layer. Padded
-source positions are masked out of the attention, and padded time steps leave the recurrent state
-untouched (per-example masks, also inside exact forgetting).
+The attention memory m_s is one of ``full`` (every top encoder state: the authors' baselines; it defeats reversal),
+``emb`` (the source embeddings), ``slice`` (the first k units of the top encoder layer, stored in full and kept out
+of its bit buffer) and ``emb+slice`` (the authors' "Emb+20H"). Dropout is the authors' locked dropout, one mask per
+sentence shared over time (``dropout``, 0.4): on the source and target embeddings, between layers, on the decoder's
+top output (the attention query; for ``full`` also on the encoder's top output, which is then the memory) and on
+the slice; none on the attention output. ``positions="sinusoidal"`` adds a sinusoidal position signal to both
+embeddings (our synthetic task's reordering needs it; the authors' data do not). Padded source positions are masked
+out of the attention, and padded time steps leave the recurrent state untouched.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
@@ -24,24 +29,41 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from models.revrnn import RevLayer
 
 ATTENTION = ("full", "emb", "slice", "emb+slice")
+POSITIONS = ("none", "sinusoidal")
 PAD, BOS, EOS = 0, 2, 3
+
+
+def sinusoid(T: int, dim: int, device) -> torch.Tensor:
+    """[T, 1, dim] sin / cos position signal (Vaswani et al. 2017)."""
+    pos = torch.arange(T, device=device, dtype=torch.float32)[:, None]
+    i = torch.arange(0, dim, 2, device=device, dtype=torch.float32)
+    ang = pos / torch.pow(10000.0, i / dim)
+    out = torch.zeros(T, dim, device=device)
+    out[:, 0::2] = torch.sin(ang)
+    out[:, 1::2] = torch.cos(ang)[:, :dim // 2]
+    return out[:, None, :]
 
 
 class Seq2Seq(nn.Module):
     def __init__(self, src_vocab: int, tgt_vocab: int, emb: int = 300, hidden: int = 300, cell: str = "gru",
-                 attention: str = "emb+slice", slice_units: int = 20, max_forget_bits=3, dropout: float = 0.2,
-                 layers: int = 1):
+                 attention: str = "emb+slice", slice_units: int = 20, max_forget_bits=3, dropout: float = 0.4,
+                 layers: int = 1, positions: str = "none"):
         super().__init__()
         if attention not in ATTENTION:
             raise ValueError(f"unknown attention memory '{attention}' ({' | '.join(ATTENTION)})")
         if cell not in ("gru", "lstm", "revgru", "revlstm"):
             raise ValueError(f"unknown cell '{cell}' (gru | lstm | revgru | revlstm)")
-        if "slice" in attention and not 0 < slice_units <= hidden:
-            raise ValueError(f"slice_units must be in 1..{hidden}, got {slice_units}")
+        if positions not in POSITIONS:
+            raise ValueError(f"unknown positions '{positions}' ({' | '.join(POSITIONS)})")
+        self.reversible = cell.startswith("rev")
+        limit = hidden // 2 if self.reversible else hidden
+        if "slice" in attention and not 0 < slice_units <= limit:
+            raise ValueError(f"slice_units must be in 1..{limit}" + (" (half the hidden state: the slice is the first "
+                             "units of a reversible cell's first half)" if self.reversible else "") + f", got {slice_units}")
         if layers < 1:
             raise ValueError(f"layers must be >= 1, got {layers}")
         self.cell, self.attention, self.k, self.hidden, self.layers = cell, attention, slice_units, hidden, layers
-        self.reversible = cell.startswith("rev")
+        self.emb_size, self.p, self.positions = emb, dropout, positions
         self.src_emb = nn.Embedding(src_vocab, emb, padding_idx=PAD)
         self.tgt_emb = nn.Embedding(tgt_vocab, emb, padding_idx=PAD)
         if self.reversible:
@@ -49,76 +71,119 @@ class Seq2Seq(nn.Module):
                                      for l in range(layers))
             self.dec = nn.ModuleList(RevLayer(emb if l == 0 else hidden, hidden, 0.0, max_forget_bits, cell)
                                      for l in range(layers))
+            if "slice" in attention:
+                self.enc[-1].unbuffered = slice_units   # stored for attention: kept out of the bit buffer
         else:
             rnn = nn.GRU if cell == "gru" else nn.LSTM
-            between = dropout if layers > 1 else 0.0
-            self.enc = rnn(emb, hidden, num_layers=layers, dropout=between)
-            self.dec = rnn(emb, hidden, num_layers=layers, dropout=between)
-        mem = {"full": hidden, "emb": emb, "slice": slice_units, "emb+slice": emb + slice_units}[attention]
+            self.enc = nn.ModuleList(rnn(emb if l == 0 else hidden, hidden) for l in range(layers))
+            self.dec = nn.ModuleList(rnn(emb if l == 0 else hidden, hidden) for l in range(layers))
+        mem = self.memory_size()
         self.attn = nn.Linear(mem, hidden, bias=False)
-        self.combine = nn.Linear(mem + hidden, hidden)
+        self.combine = nn.Linear(mem + hidden, hidden, bias=False)   # OpenNMT's linear_out: no bias
         self.out = nn.Linear(hidden, tgt_vocab)
-        self.drop = nn.Dropout(dropout)
 
-    def _rev_stack(self, layers, x, states, mask, floats=None):
-        """Run a stack of RevLayers; returns the top outputs and the per-layer final states (each layer
-        keeps its float twin in ``last_float_state``)."""
+    def memory_size(self) -> int:
+        return {"full": self.hidden, "emb": self.emb_size, "slice": self.k, "emb+slice": self.emb_size + self.k}[self.attention]
+
+    # ---------------------------------------------------------------- dropout masks (one per sentence)
+    def masks(self, batch: int, device) -> dict:
+        """Locked dropout masks for one minibatch (None when not training or p = 0)."""
+        def m(dim):
+            if not self.training or self.p == 0:
+                return None
+            return torch.empty(batch, dim, device=device).bernoulli_(1 - self.p).div_(1 - self.p)
+        return {"src": m(self.emb_size), "tgt": m(self.emb_size), "query": m(self.hidden), "enc_top": m(self.hidden),
+                "slice": m(self.k), "enc": [None] + [m(self.hidden) for _ in range(1, self.layers)],
+                "dec": [None] + [m(self.hidden) for _ in range(1, self.layers)]}
+
+    @staticmethod
+    def drop(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return x if mask is None else x * mask
+
+    def embed(self, words: torch.Tensor, side: str, masks: dict) -> torch.Tensor:
+        e = (self.src_emb if side == "src" else self.tgt_emb)(words)
+        if self.positions == "sinusoidal":
+            e = e + sinusoid(words.size(0), self.emb_size, words.device)
+        return self.drop(e, masks[side])
+
+    def memory(self, e_src: torch.Tensor, top: torch.Tensor | None, masks: dict) -> torch.Tensor:
+        """The attention memory from the (dropped) source embeddings and the top encoder outputs (or slice)."""
+        if self.attention == "emb":
+            return e_src
+        if self.attention == "full":
+            return self.drop(top, masks["enc_top"])
+        sl = self.drop(top[..., :self.k], masks["slice"])
+        return sl if self.attention == "slice" else torch.cat([e_src, sl], -1)
+
+    # ---------------------------------------------------------------- encoder / decoder
+    def _rev_stack(self, layers, x, states, mask, drops, floats=None):
+        """Run a stack of RevLayers; returns the top outputs and the per-layer final states (each layer keeps its
+        float twin in ``last_float_state``)."""
         out_states = []
         for l, layer in enumerate(layers):
             if l > 0:
-                x = self.drop(x)
+                x = self.drop(x, drops[l])
             x, st = layer(x, states[l], mask, state_float=None if floats is None else floats[l])
             out_states.append(st)
         return x, out_states
 
-    # ---------------------------------------------------------------- encoder
-    def encode(self, src: torch.Tensor, src_mask: torch.Tensor):
-        """src [S, B] -> memory [S, B, m], top encoder outputs [S, B, H], final state (at each last real
-        token; reversible: a list of per-layer states)."""
-        e = self.drop(self.src_emb(src))
+    def _rnn_stack(self, layers, x, states, lengths, drops):
+        outs = []
+        for l, rnn in enumerate(layers):
+            if l > 0:
+                x = self.drop(x, drops[l])
+            if lengths is not None:
+                packed, st = rnn(pack_padded_sequence(x, lengths, enforce_sorted=False),
+                                 None if states is None else states[l])
+                x = pad_packed_sequence(packed, total_length=x.size(0))[0]
+            else:
+                x, st = rnn(x, None if states is None else states[l])
+            outs.append(st)
+        return x, outs
+
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor, masks: dict):
+        """src [S, B] -> memory [S, B, m], final per-layer states (at each last real token)."""
+        e = self.embed(src, "src", masks)
         if self.reversible:
             init = [layer.init_state(src.size(1), src.device) for layer in self.enc]
-            outs, state = self._rev_stack(self.enc, e, init, src_mask)
+            outs, state = self._rev_stack(self.enc, e, init, src_mask, masks["enc"])
         else:
-            lengths = src_mask.sum(0).cpu()
-            packed, state = self.enc(pack_padded_sequence(e, lengths, enforce_sorted=False))
-            outs = pad_packed_sequence(packed, total_length=src.size(0))[0]
-        mem = {"full": lambda: outs, "emb": lambda: e, "slice": lambda: outs[..., :self.k],
-               "emb+slice": lambda: torch.cat([e, outs[..., :self.k]], -1)}[self.attention]()
-        return mem, outs, state
+            outs, state = self._rnn_stack(self.enc, e, None, src_mask.sum(0).cpu(), masks["enc"])
+        return self.memory(e, outs, masks), state
 
-    # ---------------------------------------------------------------- decoder
-    def decoder_rnn(self, tgt_in: torch.Tensor, state, tgt_mask: torch.Tensor | None = None):
-        d = self.drop(self.tgt_emb(tgt_in))
+    def decoder_rnn(self, tgt_in: torch.Tensor, state, masks: dict, tgt_mask: torch.Tensor | None = None, floats=None):
+        d = self.embed(tgt_in, "tgt", masks)
         if self.reversible:
-            return self._rev_stack(self.dec, d, state, tgt_mask)
-        return self.dec(d, state)   # padding sits after the real tokens: it never reaches a used output
+            return self._rev_stack(self.dec, d, state, tgt_mask, masks["dec"], floats)
+        return self._rnn_stack(self.dec, d, state, None, masks["dec"])   # padding after the real tokens is unused
 
-    def attend(self, dec_out: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
-        """dec_out [T, B, H], memory [S, B, m] -> logits [T, B, V]."""
-        scores = torch.einsum("tbh,sbh->bts", dec_out, self.attn(memory))
+    def attend(self, query: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
+               proj: torch.Tensor | None = None) -> torch.Tensor:
+        """query [T, B, H] (the dropped decoder outputs), memory [S, B, m] -> logits [T, B, V]. ``proj``: W_a m,
+        when computed once for many calls."""
+        proj = self.attn(memory) if proj is None else proj
+        scores = torch.einsum("tbh,sbh->bts", query, proj)
         scores = scores.masked_fill(~src_mask.T[:, None, :], float("-inf"))
         ctx = torch.einsum("bts,sbm->tbm", torch.softmax(scores, -1), memory)
-        return self.out(self.drop(torch.tanh(self.combine(torch.cat([ctx, dec_out], -1)))))
+        return self.out(torch.tanh(self.combine(torch.cat([ctx, query], -1))))
 
     def forward(self, src, src_mask, tgt_in, tgt_mask):
-        memory, _, state = self.encode(src, src_mask)
-        if self.reversible:   # the decoder starts from the encoder's final states, gradient included
-            dec_out, _ = self._rev_stack(self.dec, self.drop(self.tgt_emb(tgt_in)), state, tgt_mask,
-                                         [layer.last_float_state for layer in self.enc])
-        else:
-            dec_out, _ = self.decoder_rnn(tgt_in, state, tgt_mask)
-        return self.attend(dec_out, memory, src_mask)
+        masks = self.masks(src.size(1), src.device)
+        memory, state = self.encode(src, src_mask, masks)
+        floats = [layer.last_float_state for layer in self.enc] if self.reversible else None
+        dec_out, _ = self.decoder_rnn(tgt_in, state, masks, tgt_mask, floats)   # from the encoder's final states
+        return self.attend(self.drop(dec_out, masks["query"]), memory, src_mask)
 
     # ---------------------------------------------------------------- inference
     @torch.no_grad()
     def greedy(self, src, src_mask, max_len: int = 100) -> list[list[int]]:
-        memory, _, state = self.encode(src, src_mask)
+        masks = self.masks(src.size(1), src.device)
+        memory, state = self.encode(src, src_mask, masks)
         B = src.size(1)
         y = torch.full((1, B), BOS, dtype=torch.long, device=src.device)
         out, done = [], torch.zeros(B, dtype=torch.bool, device=src.device)
-        for _ in range(max_len):
-            h, state = self.decoder_rnn(y, state)
+        for t in range(max_len):
+            h, state = self._step(y, state, masks, t)
             y = self.attend(h, memory, src_mask).argmax(-1)
             out.append(y[0])
             done |= y[0] == EOS
@@ -127,6 +192,15 @@ class Seq2Seq(nn.Module):
         seqs = torch.stack(out, 1).tolist()
         return [s[:s.index(EOS)] if EOS in s else s for s in seqs]
 
+    def _step(self, y: torch.Tensor, state, masks: dict, t: int):
+        """One decoder step at position t (the position signal needs it)."""
+        e = self.tgt_emb(y)
+        if self.positions == "sinusoidal":
+            e = e + sinusoid(t + 1, self.emb_size, y.device)[t:t + 1]
+        if self.reversible:
+            return self._rev_stack(self.dec, e, state, None, masks["dec"])
+        return self._rnn_stack(self.dec, e, state, None, masks["dec"])
+
     @torch.no_grad()
     def beam(self, src, src_mask, width: int = 5, max_len: int = 100, alpha: float = 0.0) -> list[list[int]]:
         """Beam search, one sentence at a time, the beams as one batch; scores are summed log-probs
@@ -134,12 +208,13 @@ class Seq2Seq(nn.Module):
         results = []
         for j in range(src.size(1)):
             n = int(src_mask[:, j].sum())
-            memory, _, state = self.encode(src[:n, j:j + 1], src_mask[:n, j:j + 1])
+            masks = self.masks(1, src.device)
+            memory, state = self.encode(src[:n, j:j + 1], src_mask[:n, j:j + 1], masks)
             beams, finished = [([], 0.0, state)], []
-            for _ in range(max_len):
+            for t in range(max_len):
                 ys = torch.tensor([[b[0][-1] if b[0] else BOS for b in beams]], device=src.device)
                 states = _stack_states([b[2] for b in beams])
-                h, new_state = self.decoder_rnn(ys, states)
+                h, new_state = self._step(ys, states, masks, t)
                 mem = memory.expand(-1, len(beams), -1)
                 logp = F.log_softmax(self.attend(h, mem, src_mask[:n, j:j + 1].expand(-1, len(beams)))[0], -1)
                 cand = []

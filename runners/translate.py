@@ -78,14 +78,14 @@ def memory_stats(model: Seq2Seq, src_mask, tgt_mask, acct: dict | None = None) -
     for side, layers, mask in (("enc", model.enc, src_mask), ("dec", model.dec, tgt_mask[:-1])):
         tokens = int(mask.sum())
         bptt = 32 * tokens * model.hidden * sum(layer.cell.n_states for layer in layers)
-        extra = 32 * tokens * k if side == "enc" else 0
-        if acct:
+        if acct:   # seq2seq_step counts the stored slice on the encoder already
             bits, info = acct[side]
         else:
-            bits = sum(layer.last_stack.bits() for layer in layers)
-            info = sum(layer.last_stack.info_bits for layer in layers)
-        out[f"mem/{side}_saving_actual"] = bptt / max(bits + extra, 1)
-        out[f"mem/{side}_saving_info"] = bptt / max(info + extra, 1e-9)
+            extra = 32 * tokens * k if side == "enc" else 0
+            bits = sum(layer.last_stack.bits() for layer in layers) + extra
+            info = sum(layer.last_stack.info_bits for layer in layers) + extra
+        out[f"mem/{side}_saving_actual"] = bptt / max(bits, 1)
+        out[f"mem/{side}_saving_info"] = bptt / max(info, 1e-9)
     return out
 
 
@@ -136,18 +136,25 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
     data = Data(cfg.data, project_root)
     try:
         model = Seq2Seq(len(data.src_vocab), len(data.tgt_vocab), mc.emb, mc.hidden, mc.cell, mc.attention,
-                        mc.slice_units, mc.max_forget_bits, mc.dropout, mc.layers).to(device)
+                        mc.slice_units, mc.max_forget_bits, mc.dropout, mc.layers, mc.positions).to(device)
     except ValueError as e:
         raise UserError(str(e)) from None
     opt = make_optimizer(model.parameters(), cfg)
     reversal = bool(tc.get("reversal", False))
     if reversal and not model.reversible:
         raise UserError(f"train.reversal=true needs a reversible cell (revgru | revlstm), not '{mc.cell}'")
+    if reversal and mc.attention == "full":
+        raise UserError("model.attention=full keeps every encoder state: it cannot train by reversal "
+                        "(train.reversal=false trains the same model by BPTT)")
+    if tc.loss_norm not in ("sentences", "tokens"):
+        raise UserError(f"train.loss_norm must be sentences or tokens, got '{tc.loss_norm}'")
     n_train = len(data.ids["train"][0])
     steps_per_epoch = math.ceil(n_train / tc.batch_size)
     ckpt = Checkpointer(run_dir, cfg.checkpoint.every)
     epoch, batch_i, step, wandb_id = 0, 0, 0, None
     best = {"val": float("inf"), "epoch": 0}
+    lr_scale, prev_ppl = 1.0, None   # the authors' schedule: x lr_decay when validation perplexity rises
+    base_lr = opt.param_groups[0]["lr"]
     state = ckpt.resume_state(cfg.resume, device)
     if state is not None:
         check_vocab(state["src_vocab"], data.src_vocab, "source")
@@ -156,10 +163,12 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
         opt.load_state_dict(state["optimizer"])
         epoch, batch_i, step, best, wandb_id = (state["epoch"], state["batch"], state["step"], state["best"],
                                                 state["wandb_id"])
+        lr_scale, prev_ppl = state["lr_scale"], state["prev_ppl"]
     tracker = Tracker(cfg, run_dir, total_steps=tc.epochs * steps_per_epoch, start_step=step, wandb_id=wandb_id, ckpt=ckpt)
 
     def snapshot():
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "batch": batch_i, "step": step, "best": best,
+                "lr_scale": lr_scale, "prev_ppl": prev_ppl,
                 "wandb_id": tracker.wandb_id, "src_vocab": data.src_vocab.fingerprint(),
                 "tgt_vocab": data.tgt_vocab.fingerprint()}
 
@@ -168,7 +177,9 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
     last = None   # (source mask, target mask, reversal accounting) of the latest batch, for the memory figures
     try:
         with ckpt:
-            while epoch < tc.epochs:
+            while epoch < tc.epochs and base_lr * lr_scale >= (tc.lr_min or 0.0):
+                for g in opt.param_groups:
+                    g["lr"] = base_lr * lr_scale
                 model.train()
                 rng = np.random.default_rng(cfg.seed * 1000003 + epoch)
                 t0, loss_sum, n = time.perf_counter(), torch.zeros((), device=device), 0
@@ -178,11 +189,13 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                     s, sm, t, tm = s.to(device), sm.to(device), t.to(device), tm.to(device)
                     opt.zero_grad(set_to_none=True)
                     acct = None
+                    norm = float(s.size(1)) if tc.loss_norm == "sentences" else float((t[1:] != 0).sum())
                     if reversal:
-                        loss, acct = seq2seq_step(model, s, sm, t, tm)
+                        loss, acct = seq2seq_step(model, s, sm, t, tm, norm)
                     else:
                         logits = model(s, sm, t[:-1], tm[:-1])
-                        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), t[1:].reshape(-1), ignore_index=0)
+                        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), t[1:].reshape(-1), ignore_index=0,
+                                               reduction="sum") / norm
                     check_finite(loss, step + 1, ckpt)
                     if not reversal:
                         loss.backward()
@@ -204,12 +217,15 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                 if val["valid/loss"] < best["val"]:
                     best = {"val": val["valid/loss"], "epoch": epoch}
                     torch.save(model.state_dict(), run_dir / "best_model.pt")
-                tracker.log({**val, "epoch": epoch}, step)
+                if tc.lr_decay and prev_ppl is not None and val["valid/ppl"] > prev_ppl:
+                    lr_scale *= tc.lr_decay
+                prev_ppl = val["valid/ppl"]
+                tracker.log({**val, "epoch": epoch, "train/lr": opt.param_groups[0]["lr"]}, step)
                 ckpt.save(snapshot(), step)
                 if ckpt.should_stop():
                     ckpt.interrupt(snapshot(), step)
 
-        if (run_dir / "best_model.pt").exists():
+        if tc.test_weights == "best" and (run_dir / "best_model.pt").exists():
             model.load_state_dict(torch.load(run_dir / "best_model.pt", map_location=device, weights_only=True))
         test = evaluate(model, data, "test", tc.eval_batch_size, device)
         hyps = translate(model, data, "test", tc.eval_batch_size, device, cfg.eval.beam, cfg.eval.max_len)
@@ -221,6 +237,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
             mem = memory_stats(model, *last)
         summary = tracker.write_summary({**test, **scores, "test/exact_match": exact, **mem,
                                          "best_epoch": best["epoch"], "train/epochs": epoch, "train/steps": step,
+                                         "train/lr_final": base_lr * lr_scale, "test/weights": tc.test_weights,
                                          "cell": mc.cell, "attention": mc.attention, "layers": mc.layers, "seed": cfg.seed,
                                          "dataset": cfg.data.name, "device": str(device),
                                          "n_params": sum(p.numel() for p in model.parameters())})

@@ -58,16 +58,17 @@ def multi30k_dir(root: Path, download: bool) -> Path:
 
 
 def iwslt_prepare(src_dir: Path, out_dir: Path) -> None:
-    """Official IWSLT16 de-en files -> ``{train,valid,test}.{en,de}``: ``train.tags.de-en.<l>`` without its
-    XML-tag lines, ``IWSLT16.TED.dev2010.de-en.<l>.xml`` (valid) and ``IWSLT16.TED.tst2013.de-en.<l>.xml``
-    (test) reduced to their <seg> texts."""
+    """Official IWSLT16 en-de files (wit3 2016-01 texts/en/de/en-de.tgz, as the authors' download_iwslt.sh) ->
+    ``{train,valid,test}.{en,de}``: ``train.tags.en-de.<l>`` without its XML-tag lines,
+    ``IWSLT16.TED.tst2013.en-de.<l>.xml`` (valid) and ``IWSLT16.TED.tst2014.en-de.<l>.xml`` (test) reduced to their
+    <seg> texts."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for lang in ("en", "de"):
-        lines = [ln.strip() for ln in (src_dir / f"train.tags.de-en.{lang}").read_text().splitlines()
+        lines = [ln.strip() for ln in (src_dir / f"train.tags.en-de.{lang}").read_text().splitlines()
                  if not ln.lstrip().startswith("<")]
         (out_dir / f"train.{lang}").write_text("\n".join(lines) + "\n")
-        for split, name in (("valid", "dev2010"), ("test", "tst2013")):
-            xml = (src_dir / f"IWSLT16.TED.{name}.de-en.{lang}.xml").read_text()
+        for split, name in (("valid", "tst2013"), ("test", "tst2014")):
+            xml = (src_dir / f"IWSLT16.TED.{name}.en-de.{lang}.xml").read_text()
             segs = re.findall(r"<seg[^>]*>(.*?)</seg>", xml, flags=re.S)
             (out_dir / f"{split}.{lang}").write_text("\n".join(s.strip() for s in segs) + "\n")
 

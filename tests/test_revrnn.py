@@ -367,3 +367,28 @@ def test_reversal_keeps_nothing_per_step_and_its_peak_memory_is_flat_in_T():
         peaks[("bptt", T)] = peak_memory_bytes(bptt, torch.device("cpu"))
     assert peaks[("rev", 140)] < 1.1 * peaks[("rev", 35)], peaks
     assert peaks[("bptt", 140)] > 2 * peaks[("bptt", 35)], peaks
+
+
+@pytest.mark.parametrize("cell_cls", CELLS)
+def test_unbuffered_slice_units_are_restored_from_the_stored_slice(cell_cls):
+    """An attention slice (the first k units of h1) is stored in full and kept out of the buffer, as the authors'
+    slice_dim: forward pushes the other units only, reverse pops them and takes the slice from the stored values;
+    over 80 steps every state comes back exactly, and the buffer holds no bits for the slice columns."""
+    torch.manual_seed(4)
+    cell = cell_cls(5, 12, 3)
+    S0 = tuple(to_fixed(torch.randn(4, 12)) for _ in range(cell.n_states))
+    xs = torch.randn(80, 4, 5)
+    k = 3
+    stack, S, slices = cell.new_stack(4), S0, [S0[0][:, :k].clone()]
+    lengths = torch.tensor([80, 50, 80, 10])
+    for t in range(80):
+        S = cell.step_fixed(xs[t], S, stack, (t < lengths)[:, None], unbuffered=k)
+        slices.append(S[0][:, :k].clone())
+    full = cell.new_stack(4)
+    F = S0
+    for t in range(80):
+        F = cell.step_fixed(xs[t], F, full, (t < lengths)[:, None])
+    assert stack.info_bits < full.info_bits            # the slice units' forgotten bits were not pushed
+    for t in reversed(range(80)):
+        S = cell.reverse_fixed(xs[t], S, stack, (t < lengths)[:, None], unbuffered=k, restore=slices[t])
+    assert all(torch.equal(a, b) for a, b in zip(S, S0)) and stack.empty()

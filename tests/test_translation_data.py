@@ -102,16 +102,18 @@ def test_multi30k_offline_error_and_checked_download(tmp_path, monkeypatch):
 
 
 def test_iwslt_official_files_are_prepared(tmp_path):
-    src = tmp_path / "de-en"
+    src = tmp_path / "en-de"
     src.mkdir()
     for lang, words in (("en", ("Hello", "World")), ("de", ("Hallo", "Welt"))):
-        (src / f"train.tags.de-en.{lang}").write_text(
+        (src / f"train.tags.en-de.{lang}").write_text(
             f"<url>http://x</url>\n<talkid>1</talkid>\n{words[0]} there.\n{words[1]} here.\n")
-        for name in ("dev2010", "tst2013"):
-            (src / f"IWSLT16.TED.{name}.de-en.{lang}.xml").write_text(
+        for name in ("tst2013", "tst2014"):
+            (src / f"IWSLT16.TED.{name}.en-de.{lang}.xml").write_text(
                 f'<doc>\n<seg id="1"> {words[0]} {name} </seg>\n<seg id="2">{words[1]}</seg>\n</doc>\n')
     td.iwslt_prepare(src, tmp_path / "iwslt16")
     a, b = td.read_parallel(tmp_path / "iwslt16" / "train.en", tmp_path / "iwslt16" / "train.de")
     assert a == ["Hello there.", "World here."] and b == ["Hallo there.", "Welt here."]
     a, _ = td.read_parallel(tmp_path / "iwslt16" / "test.en", tmp_path / "iwslt16" / "test.de")
+    assert a == ["Hello tst2014", "World"]           # the authors' test set; tst2013 validates
+    a, _ = td.read_parallel(tmp_path / "iwslt16" / "valid.en", tmp_path / "iwslt16" / "valid.de")
     assert a == ["Hello tst2013", "World"]
