@@ -130,12 +130,12 @@ class ClipReward(gym.RewardWrapper):
 
 
 def make_baselines_atari(env_id: str, episodic_life: bool = True, clip_rewards: bool = True,
-                         max_frames: int = 108_000) -> gym.Env:
+                         max_frames: int = 108_000, render_mode: str | None = None) -> gym.Env:
     import ale_py
 
     gym.register_envs(ale_py)
     env = gym.make(env_id, frameskip=1, repeat_action_probability=0.0, full_action_space=False,
-                   obs_type="grayscale", max_num_frames_per_episode=max_frames)
+                   obs_type="grayscale", max_num_frames_per_episode=max_frames, render_mode=render_mode)
     env = GameScore(MaxAndSkip(NoopReset(env, 30), 4))
     if episodic_life:
         env = EpisodicLife(env)

@@ -108,6 +108,41 @@ def build(cfg, obs_dim: int, act_dim: int, device):
     return policy, vf, algo
 
 
+@torch.no_grad()
+def record_episode(policy, ec, zf: ZFilter, prev_obs: bool, path: Path, seed: int, device) -> dict:
+    """One evaluation episode (the policy's mean action, the training z-filter frozen) rendered to MP4 through
+    MuJoCo's EGL backend (headless)."""
+    import copy
+    import os
+
+    from runners.core import write_mp4
+
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    try:
+        env = gym.make(ec.id, render_mode="rgb_array")
+        env.reset(seed=seed + 999)
+        env.render()
+    except Exception as e:   # no OpenGL context on this machine
+        raise UserError(f"algo.capture_video: MuJoCo cannot render here ({str(e).splitlines()[0][:120]}); "
+                        f"set MUJOCO_GL=egl or osmesa, or leave capture_video off") from None
+    zf = copy.deepcopy(zf)
+    ob, _ = env.reset(seed=seed + 999)
+    ob = zf(ob)
+    prev = np.zeros_like(ob)
+    low, high = env.action_space.low, env.action_space.high
+    frames, ret, done = [], 0.0, False
+    while not done:
+        frames.append(env.render())
+        x = np.concatenate([ob, prev]) if prev_obs else ob
+        a = policy(torch.as_tensor(x, dtype=torch.float32, device=device)).mean.cpu().numpy()
+        prev = ob
+        ob, r, term, trunc, _ = env.step(np.clip(low + (a + 1.0) * 0.5 * (high - low), low, high))
+        ob, ret, done = zf(ob), ret + float(r), term or trunc
+    env.close()
+    write_mp4(frames, path)
+    return {"video/return": ret, "video/frames": len(frames), "video/path": path.name}
+
+
 def summarise(returns: list[tuple[int, float]], threshold: float | None) -> dict:
     """Last-10 mean, the best 10-episode moving average, and episodes until that average reaches the threshold."""
     r = np.array([x for _, x in returns], dtype=np.float64)
@@ -234,7 +269,11 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                 if ckpt.should_stop():
                     ckpt.interrupt(snapshot(), batches)
                 tracker.advance(min(steps, tc.total_timesteps))
-        summary = tracker.write_summary({**summarise(returns, ac.threshold), "timesteps": steps, "batches": batches,
+        video = {}
+        if ac.get("capture_video"):
+            video = record_episode(policy, ec, zf, ac.prev_obs, run_dir / "eval_episode.mp4", cfg.seed, device)
+            tracker.log_video(run_dir / "eval_episode.mp4")
+        summary = tracker.write_summary({**video, **summarise(returns, ac.threshold), "timesteps": steps, "batches": batches,
                                          "algo": ac.name, "env": ec.id, "seed": cfg.seed})
         failed = False
         return summary

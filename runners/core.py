@@ -64,7 +64,7 @@ CONFIG_RULES_BY_NAME = {
         "encoder_steps", "flow_blocks", "head_hidden", "heads", "hidden", "hidden_size", "inner_steps", "layers",
         "n_layers", "steps", "ae_epochs", "batch_size", "bptt", "epochs", "eval_batch_size", "eval_every",
         "flow_epochs", "log_every", "lr_patience", "lr_nonmono", "max_batches_per_epoch", "test_batch_size",
-        "total_timesteps", "k", "ae_steps", "flow_steps")},
+        "total_timesteps", "k", "ae_steps", "flow_steps", "stop_at")},
     **{k: _POS for k in (
         "lr", "ae_lr", "flow_lr", "critic_lr", "eps", "damping", "kl_clip", "critic_kl_clip", "target_kl",
         "temperature", "scale_bound", "clip", "max_grad_norm", "lr_min", "embed_init_std", "eta")},
@@ -281,6 +281,13 @@ class Tracker:
                 self.wandb_run.summary[k] = v
         return flat
 
+    def log_video(self, path: Path, key: str = "video/eval_episode") -> None:
+        """An MP4 in the run folder, also to W&B (as CleanRL's capture_video)."""
+        if self.wandb_run is not None:
+            import wandb
+
+            self.wandb_run.log({key: wandb.Video(str(path), format="mp4")})
+
     def close(self, failed: bool = False) -> None:
         self.bar.close()
         self._jsonl.close()
@@ -337,6 +344,20 @@ def peak_memory_bytes(fn, device: torch.device) -> int:
         cur += e.self_cpu_memory_usage
         peak = max(peak, cur)
     return peak
+
+
+def write_mp4(frames: list, path: Path, fps: int = 30) -> Path:
+    """RGB frames (H, W, 3 uint8) to an MP4 file (OpenCV's writer; no ffmpeg binary needed)."""
+    import cv2
+
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    if not writer.isOpened():
+        raise UserError(f"cannot write the video {path} (OpenCV has no MP4 writer here)")
+    for f in frames:
+        writer.write(cv2.cvtColor(np.asarray(f, dtype=np.uint8), cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
 
 
 def make_optimizer(params, cfg: DictConfig):

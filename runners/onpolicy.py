@@ -75,6 +75,27 @@ def make_env(ec, n_envs: int, seed: int):
     return env
 
 
+@torch.no_grad()
+def record_episode(model, ec, path: Path, seed: int, device) -> dict:
+    """One whole evaluation game (all lives, unclipped score, actions sampled from the policy) rendered to MP4."""
+    from runners.atari_env import make_baselines_atari
+    from runners.core import write_mp4
+
+    env = make_baselines_atari(ec.id, episodic_life=False, clip_rewards=False, render_mode="rgb_array")
+    obs, _ = env.reset(seed=seed + 999)
+    stack = torch.zeros((1, 4, 84, 84), dtype=torch.uint8, device=device)
+    frames, score, done = [], 0.0, False
+    while not done:
+        stack[0, :-1] = stack[0, 1:].clone()
+        stack[0, -1] = torch.from_numpy(np.asarray(obs)).to(device)
+        frames.append(env.unwrapped.render())
+        obs, r, term, trunc, _ = env.step(int(model(stack)[0].sample()))
+        score, done = score + float(r), term or trunc
+    env.close()
+    write_mp4(frames, path)
+    return {"video/score": score, "video/frames": len(frames), "video/path": path.name}
+
+
 # --------------------------------------------------------------------------- training
 def kfac_kwargs(k) -> dict:
     """The ``algo.kfac`` config as ``algorithms.kfac.KFAC`` arguments."""
@@ -143,7 +164,9 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
         frames[:, -1] = o
         return frames.clone()
 
-    tracker = Tracker(cfg, run_dir, total_steps=n_updates, start_step=update, wandb_id=wandb_id, ckpt=ckpt)
+    # train.stop_at: end early (timesteps) while the lr schedule still runs over train.total_timesteps
+    end = n_updates if tc.stop_at is None else min(n_updates, max(1, tc.stop_at // (N * T)))
+    tracker = Tracker(cfg, run_dir, total_steps=end, start_step=update, wandb_id=wandb_id, ckpt=ckpt)
     steps_per_update = N * T
     roll = Rollout.allocate(T, N, (4, 84, 84), (), torch.uint8, device)
     obs = observe(obs_np)
@@ -160,7 +183,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
     t0, u0 = time.perf_counter(), update
     try:
         with ckpt:
-            while update < n_updates:
+            while update < end:
                 for t in range(T):
                     with torch.no_grad():
                         dist, value = model(obs)
@@ -199,7 +222,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                     raise UserError(f"{e}; {ckpt.describe()}") from None
                 update += 1
                 check_finite(stats["loss/total"], update, ckpt)
-                if update % tc.log_every == 0 or update == n_updates or update == u0 + 1:   # a first row at once
+                if update % tc.log_every == 0 or update == end or update == u0 + 1:   # a first row at once
                     el = time.perf_counter() - t0
                     row = {k: float(v) for k, v in stats.items()}
                     row.update({"timesteps": update * steps_per_update, "frames": update * steps_per_update * 4,
@@ -207,18 +230,23 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                     if all_scores:
                         row["score/mean100"] = float(np.mean([sc for _, sc in all_scores[-100:]]))
                     tracker.log(row, update)
-                if ckpt.due(update) or update == n_updates:
+                if ckpt.due(update) or update == end:
                     ckpt.save(snapshot(), update)
                 if ckpt.should_stop():
                     ckpt.interrupt(snapshot(), update)
                 tracker.advance(update)
+        video = {}
+        if ac.get("capture_video"):
+            video = record_episode(model, ec, run_dir / "eval_episode.mp4", cfg.seed, device)
+            tracker.log_video(run_dir / "eval_episode.mp4")
         last = [s for _, s in all_scores]
-        summary = tracker.write_summary({
+        summary = tracker.write_summary({**video,
             "score/mean100": float(np.mean(last[-100:])) if last else float("nan"),
             "score/mean10": float(np.mean(last[-10:])) if last else float("nan"),
             "score/best10_single": float(np.mean(sorted(last)[-10:])) if last else float("nan"),
             "episodes": len(last), "timesteps": update * steps_per_update,
             "frames": update * steps_per_update * 4, "algo": ac.name, "env": ec.id, "seed": cfg.seed,
+            "lr_schedule_timesteps": n_updates * steps_per_update,
         })
         failed = False
         return summary

@@ -232,3 +232,18 @@ def test_value_features_are_the_reference_ones(tmp_path):
     assert policy.net[0].in_features == 22 and vf.net[0].in_features == 22 + 6 + 2
     p = run_cli("experiment=acktr_hopper", f"hydra.run.dir={tmp_path}", *QUIET)
     assert p.returncode == 0, p.stderr[-2000:]
+
+
+@pytest.mark.parametrize("exp", ["a2c_breakout", "acktr_hopper"])
+def test_capture_video_records_an_evaluation_episode(tmp_path, exp):
+    import json
+
+    import cv2
+
+    p = run_cli(f"experiment={exp}", "algo.capture_video=true", f"hydra.run.dir={tmp_path}", *QUIET)
+    assert p.returncode == 0, p.stderr[-2000:]
+    s = json.loads((tmp_path / "summary.json").read_text())
+    cap = cv2.VideoCapture(str(tmp_path / "eval_episode.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == s["video/frames"] > 1
+    ok, frame = cap.read()
+    assert ok and frame.shape[2] == 3 and frame.std() > 0           # a rendered picture, not a blank
