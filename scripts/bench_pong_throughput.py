@@ -1,14 +1,16 @@
-"""Pong training throughput (agent steps per second, updates included), side by side in one
-process: our A2C and ACKTR (runners/onpolicy.py, ale-py's AtariVectorEnv) against
-stable-baselines3's A2C with its standard Atari wrappers (make_atari_env + VecFrameStack).
+"""Pong training throughput (agent steps per second, updates included), side by side in one process, the same
+environment implementation on both sides: our A2C and ACKTR (runners/onpolicy.py) against stable-baselines3's A2C,
+all three on our baselines-faithful gymnasium wrappers (runners/atari_env.py; SB3 in its DummyVecEnv +
+VecFrameStack, ours in gymnasium's SyncVectorEnv: both step their environments one after another in Python).
+Separately, what ale-py's native multi-threaded vector env adds (env.backend=ale_vector, ours only).
 
     pip install stable-baselines3     # for this benchmark only; not a project dependency
     python scripts/bench_pong_throughput.py [--envs 16] [--steps 20000]
 
-All three use 16 environments and 5-step rollouts for A2C (ACKTR: 20-step rollouts, its setting),
-the Nature CNN for A2C and the 32-64-32-512 CNN for ACKTR, on the same device and thread count.
-``ours_acktr`` is the paper's setting (K-FAC statistics every update, eigendecompositions every 10);
-``ours_acktr_stats10`` amortizes them (statistics every 10 updates, eigendecompositions every 20).
+16 environments, 5-step rollouts for A2C, 20-step for ACKTR (its setting), the Nature CNN for A2C (ours and SB3's
+CnnPolicy) and the 32-64-32-512 CNN for ACKTR, the same device and thread count. ``ours_acktr`` is the reference's
+setting (K-FAC statistics and an eigendecomposition every update, the latter in a background thread);
+``ours_acktr_amortized`` takes statistics every 10 updates and eigendecompositions every 20 (a deviation).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def ours(algo: str, envs: int, steps: int, device: str, extra: tuple = ()) -> float:
+def ours(algo: str, envs: int, steps: int, device: str, extra: tuple = (), backend: str = "baselines") -> float:
     from hydra import compose, initialize_config_dir
 
     from runners.onpolicy import train
@@ -35,7 +37,7 @@ def ours(algo: str, envs: int, steps: int, device: str, extra: tuple = ()) -> fl
         cfg = compose("config", overrides=[
             f"experiment={algo}_pong", f"algo.n_envs={envs}", f"algo.n_steps={n_steps}",
             f"train.total_timesteps={steps}", "logger.mode=disabled", "logger.progress=false",
-            "checkpoint.every=0", f"device={device}", "train.log_every=1000000", *extra])
+            "checkpoint.every=0", f"device={device}", "train.log_every=1000000", f"env.backend={backend}", *extra])
     with tempfile.TemporaryDirectory() as d:
         train(cfg, Path(d), torch.device(device), ROOT)
         rows = [json.loads(x) for x in (Path(d) / "metrics.jsonl").read_text().splitlines()]
@@ -44,15 +46,21 @@ def ours(algo: str, envs: int, steps: int, device: str, extra: tuple = ()) -> fl
 
 
 def sb3(envs: int, steps: int, device: str) -> float:
-    import ale_py
-    import gymnasium as gym
     from stable_baselines3 import A2C
-    from stable_baselines3.common.env_util import make_atari_env
-    from stable_baselines3.common.vec_env import VecFrameStack
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack, VecTransposeImage
 
-    gym.register_envs(ale_py)
-    env = VecFrameStack(make_atari_env("ALE/Pong-v5", n_envs=envs, seed=0,
-                                       env_kwargs=dict(frameskip=1, repeat_action_probability=0.0)), n_stack=4)
+    from runners.atari_env import make_baselines_atari
+
+    def one():
+        import gymnasium as gym
+        import numpy as np
+
+        env = make_baselines_atari("ALE/Pong-v5")   # our wrappers; SB3 wants a channel axis
+        return gym.wrappers.TransformObservation(env, lambda o: o[..., None],
+                                                 gym.spaces.Box(0, 255, (84, 84, 1), np.uint8))
+
+    env = VecTransposeImage(VecFrameStack(DummyVecEnv([one] * envs), n_stack=4))
+    env.seed(0)
     model = A2C("CnnPolicy", env, n_steps=5, device=device, verbose=0)
     t = time.perf_counter()
     model.learn(total_timesteps=steps)
@@ -67,16 +75,22 @@ def main():
     ap.add_argument("--steps", type=int, default=20_000)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
-    res = {"ours_a2c": ours("a2c", args.envs, args.steps, args.device),
+    amort = ("algo.kfac.stats_every=10", "algo.kfac.eig_every=20")
+    res = {"sb3_a2c": sb3(args.envs, args.steps, args.device),
+           "ours_a2c": ours("a2c", args.envs, args.steps, args.device),
            "ours_acktr": ours("acktr", args.envs, args.steps, args.device),
-           "ours_acktr_stats10": ours("acktr", args.envs, args.steps, args.device,
-                                      ("algo.kfac.stats_every=10", "algo.kfac.eig_every=20")),
-           "sb3_a2c": sb3(args.envs, args.steps, args.device)}
+           "ours_acktr_amortized": ours("acktr", args.envs, args.steps, args.device, amort)}
+    native = {"ours_a2c_ale_vector": ours("a2c", args.envs, args.steps, args.device, backend="ale_vector"),
+              "ours_acktr_ale_vector": ours("acktr", args.envs, args.steps, args.device, backend="ale_vector")}
     print(f"# Pong, {args.envs} envs, {args.steps} agent steps each, device={args.device}, "
-          f"threads={torch.get_num_threads()}, torch={torch.__version__}")
+          f"threads={torch.get_num_threads()}, torch={torch.__version__}; our baselines wrappers on both sides")
     for k, v in res.items():
-        print(f"{k:<20}{v:10.0f} agent steps/s   {v / res['sb3_a2c']:.2f}x SB3 A2C")
-    print(json.dumps(res))
+        print(f"{k:<26}{v:10.0f} agent steps/s   {v / res['sb3_a2c']:.2f}x SB3 A2C")
+    print("# ale-py's native vector env instead (ours only): what it adds")
+    for k, v in native.items():
+        base = res[k.replace("_ale_vector", "")]
+        print(f"{k:<26}{v:10.0f} agent steps/s   {v / base:.2f}x the same algorithm on the gymnasium wrappers")
+    print(json.dumps({**res, **native}))
 
 
 if __name__ == "__main__":
