@@ -274,7 +274,8 @@ class Tracker:
 
     def write_summary(self, summary: dict[str, Any]) -> dict[str, Any]:
         flat = {k: _py(v) for k, v in _flatten(summary).items()}
-        flat.update({"hardware": hardware(), "command": self.command, "wall_s": time.time() - self.t_start})
+        flat.update({"hardware": hardware(), "command": self.command, "wall_s": time.time() - self.t_start,
+                     **{f"provenance/{k}": v for k, v in provenance().items()}})
         (self.run_dir / "summary.json").write_text(json.dumps(flat, indent=2, sort_keys=True) + "\n")
         if self.wandb_run is not None:
             for k, v in flat.items():
@@ -294,6 +295,36 @@ class Tracker:
         if self.wandb_run is not None:
             self.wandb_run.finish(exit_code=1 if failed else 0)
             self.wandb_run = None
+
+
+KEY_PACKAGES = ("torch", "numpy", "hydra-core", "omegaconf", "gymnasium", "ale-py", "mujoco", "torch-geometric",
+                "wandb", "scipy")
+
+
+def provenance() -> dict:
+    """Where a result came from: the git commit of the code, whether the tree differed from it (uncommitted
+    changes to tracked files), the key packages' versions (the hardware and the resolved config are recorded
+    beside it: ``hardware`` in the summary, ``resolved_config.yaml`` in the run folder)."""
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    root = Path(__file__).resolve().parents[1]
+    out = {}
+    try:
+        out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                           timeout=10).stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        out["git_dirty"] = bool(dirty)
+    except (OSError, subprocess.SubprocessError):
+        out["git_commit"], out["git_dirty"] = "unknown", None
+    for pkg in KEY_PACKAGES:
+        try:
+            out[f"version/{pkg}"] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    out["python"] = sys.version.split()[0]
+    return out
 
 
 def _warn(msg: str) -> None:
