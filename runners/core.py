@@ -327,6 +327,21 @@ def provenance() -> dict:
     return out
 
 
+def record_bench(folder, metrics: dict, argv: list[str], script: str) -> None:
+    """A benchmark's figures as a run-like ``summary.json`` (what results/claims ledgers read), with its command,
+    hardware and provenance."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    root = str(Path(__file__).resolve().parents[1]) + "/"
+    args = []
+    for a in argv:                       # the command as a user would type it, without machine paths
+        args.append("DATA" if args and args[-1] == "--data-root" else a.replace(root, ""))
+    out = {**{k: _py(v) for k, v in metrics.items()}, "command": f"python scripts/{script} {' '.join(args)}".strip(),
+           "hardware": hardware(), "load_avg_1min": os.getloadavg()[0],   # other work on the machine inflates times
+           **{f"provenance/{k}": v for k, v in provenance().items()}}
+    (folder / "summary.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+
+
 def _warn(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr, flush=True)
 

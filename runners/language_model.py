@@ -247,6 +247,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
             "train/epochs": epoch, "train/steps": step, "train/lr_final": base_lr * plateau_scale,
             "train/stopped_by_lr_min": stopped_by_lr(tc, base_lr * plateau_scale), "n_params": sum(p.numel() for p in model.parameters()),
             "optimizer": cfg.optimizer.name, "lr": base_lr, "seed": cfg.seed, "device": str(device),
+            **({"alpha": la.alpha, "k": la.k} if (la := cfg.optimizer.get("lookahead")) else {}),
             "cell": cfg.model.cell, "vocab": len(corpus), "reversal": bool(tc.reversal),
             **({k: mem_sum["mem/bits_bptt"] / mem_sum[f"mem/bits_{b}"] for k, b in
                 (("mem/saving_actual", "buffer"), ("mem/saving_info", "info"))} if mem_sum else {}),

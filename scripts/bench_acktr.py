@@ -42,6 +42,7 @@ def timed(name, fn):
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--record", default=None, help="write the figures as results/<paper>/bench/<name>/summary.json")
     ap.add_argument("--batch", type=int, default=640)
     ap.add_argument("--conv3", type=int, default=32, help="32: ACKTR's small CNN; 64: Nature CNN")
     ap.add_argument("--stats-every", type=int, default=1)
@@ -108,6 +109,12 @@ def main():
     print("ACKTR breakdown (ms per update, averaged; CPU-timed, so on CUDA these are launch times):")
     for name, tot in sorted(TIMES.items(), key=lambda kv: -kv[1]):
         print(f"  {name:<32}{tot / n * 1e3:9.1f}")
+    if args.record:
+        from runners.core import record_bench
+
+        figures = {"ratio": b / a, "a2c_update_s": a, "acktr_update_s": b, "batch": args.batch,
+                   "stats_every": args.stats_every, "eig_every": args.eig_every, "eig_async": bool(args.eig_async)}
+        record_bench(args.record, figures, sys.argv[1:], "bench_acktr.py")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ def graph(args, device):
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--record", default=None, help="write the figures as results/<paper>/bench/<name>/summary.json")
     ap.add_argument("--steps", default="1,2,4,8,16")
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=64)
@@ -103,6 +104,12 @@ def main():
         Path(args.out).write_text(json.dumps({"graph": what, "hardware": hardware(), "device": str(dev),
                                               "command": "python " + " ".join(sys.argv), "args": vars(args),
                                               "rows": rows, "growth_mib_per_step": growth}, indent=2) + "\n")
+    if args.record:
+        from runners.core import record_bench
+
+        figures = {"growth_ratio": growth["grevnet_reversible"] / growth["gnn"],
+                   **{f"growth_mib_per_step/{k}": v for k, v in growth.items()}}
+        record_bench(args.record, figures, sys.argv[1:], "bench_gnf_memory.py")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ def time_cycles(opt, k, cycles, device) -> float:
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--record", default=None, help="write the figures as results/<paper>/bench/<name>/summary.json")
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--cycles", type=int, default=4)
@@ -113,6 +114,12 @@ def main():
     if args.out:
         with open(args.out, "a") as f:
             f.write("\n".join(lines) + "\n")
+    if args.record:
+        from runners.core import record_bench
+
+        figures = {"ratio": med["lookahead"] / med["sgd"], "fused_ratio": med["lookahead_fused"] / med["sgd"],
+                   "overhead_frac": extra / train_step, "train_step_s": train_step, "device": args.device}
+        record_bench(args.record, figures, sys.argv[1:], "bench_lookahead.py")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ def bptt_step(model, x, y, state, chunk: int):
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--record", default=None, help="write the figures as results/<paper>/bench/<name>/summary.json")
     ap.add_argument("--cell", default="revlstm", choices=["revlstm", "revgru"])
     ap.add_argument("--bits", default="3")
     ap.add_argument("--emb", type=int, default=200, help="embedding = hidden size of the (tied) top layer")
@@ -124,6 +125,17 @@ def main():
     if args.out:
         with open(args.out, "a") as f:
             f.write("\n".join(lines) + "\n\n")
+    if args.record:
+        from runners.core import record_bench
+
+        first, last = peaks[lengths[0]], peaks[lengths[-1]]
+        figures = {"peak_growth_reversal": last["reversal"] / first["reversal"],
+                   "peak_growth_fused": last[fused_key] / first[fused_key],
+                   "time_ratio_fused": med["reversal"] / med[fused_key],
+                   "time_ratio_same_cells": med["reversal"] / med["bptt_same_cells"],
+                   "saving_actual": stats["mem/saving_actual"], "saving_info": stats["mem/saving_info"],
+                   "T": args.T, "B": args.B, "chunk": args.chunk, "device": args.device}
+        record_bench(args.record, figures, sys.argv[1:], "bench_revrnn.py")
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ def workspace(file: str) -> Path:
         'pytest_add_cli_args = ["-p", "no:xdist", "-p", "no:cacheprovider", "-q"]\n'
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n"
         'process_isolation = "forkserver"\n'
+        'on_dependency_change = "rerun"\n'   # a changed test or config re-tests the mutants (no stale results)
         "timeout_multiplier = 5.0\n"
         "timeout_constant = 10.0\n")
     return ws

@@ -115,3 +115,59 @@ def test_fast_weights_learns_a_tiny_retrieval_batch():
         first = first if first is not None else loss.item()
         opt.zero_grad(); loss.backward(); opt.step()
     assert loss.item() < 0.5 * first
+
+
+def test_baselines_and_classifier_against_written_out_equations():
+    """IRNN, LSTM, A-LSTM and the classifier head, each against its equations written out (mutation testing found
+    these unpinned: the IRNN's ReLU and init, the LSTM returning its cell, the attention's sign and biases)."""
+    from models.fast_weights import IRNN, LSTM, RetrievalClassifier
+
+    torch.manual_seed(1)
+    B, T, D, H = 3, 5, 4, 6
+    x = torch.randn(B, T, D)
+    irnn = IRNN(D, H)                                  # Le et al.: W_hh = I, zero biases, W_ih ~ N(0, 0.001^2), ReLU
+    assert torch.equal(irnn.rnn.weight_hh_l0, torch.eye(H)) and not irnn.rnn.bias_ih_l0.any()
+    w = IRNN(100, 400).rnn.weight_ih_l0
+    assert abs(w.std().item() - 1e-3) < 5e-5 and abs(w.mean().item()) < 2e-5
+    with torch.no_grad():
+        h = torch.zeros(B, H)
+        for t in range(T):
+            h = torch.relu(x[:, t] @ irnn.rnn.weight_ih_l0.T + h)
+        torch.testing.assert_close(irnn(x), h)
+        lstm = LSTM(D, H)                              # the final hidden state h(T), not the cell state
+        torch.testing.assert_close(lstm(x), lstm.rnn(x)[0][:, -1])
+        a = AttentionLSTM(D, H, attn_size=7)           # additive attention: v . tanh(W_k s_j + W_q q + b)
+        assert a.key.bias is None and a.v.bias is None and a.query.bias is not None
+        states = a.rnn(x)[0]
+        q = states[:, -1]
+        e = torch.tanh(states @ a.key.weight.T + (q @ a.query.weight.T + a.query.bias)[:, None]) @ a.v.weight[0]
+        ctx = (torch.softmax(e, 1)[..., None] * states).sum(1)
+        torch.testing.assert_close(a(x), torch.tanh(torch.cat([ctx, q], 1) @ a.combine.weight.T + a.combine.bias))
+    # the classifier: embedding N(0, std^2), core, Linear-ReLU-Linear; keyword arguments reach the core
+    c = build_retrieval_model("fast_weights", 2000, 9, H, 50, 11, embed_init_std=0.5, lam=0.7, eta=0.3, inner_steps=2)
+    assert (c.core.lam, c.core.eta, c.core.inner_steps) == (0.7, 0.3, 2)
+    assert abs(c.embed.weight.std().item() - 0.5) < 0.01 and abs(c.embed.weight.mean().item()) < 0.01
+    d = RetrievalClassifier(LSTM(50, H), 3000, 50, 11, 9)
+    assert abs(d.embed.weight.std().item() - 1.0) < 0.01 and abs(d.embed.weight.mean().item()) < 0.01
+    tokens = torch.randint(0, 2000, (B, T))
+    with torch.no_grad():
+        f = c.core(c.embed(tokens))
+        ref = torch.relu(f @ c.head[0].weight.T + c.head[0].bias) @ c.head[2].weight.T + c.head[2].bias
+        torch.testing.assert_close(c(tokens), ref)
+    # the paper's fast-weight settings are the defaults: lambda 0.95, eta 0.5, one inner step
+    fw = FastWeightsRNN(D, H)
+    assert (fw.lam, fw.eta, fw.inner_steps) == (0.95, 0.5, 1)
+    for bad, msg in ((lambda: build_retrieval_model("gru", 10, 2, 4, 4, 4), "unknown model 'gru'; choose from ['alstm'"),
+                     (lambda: FastWeightsRNN(D, H, inner_steps=0), "inner_steps must be >= 1, got 0")):
+        try:
+            bad()
+            raise AssertionError("no error")
+        except ValueError as err:
+            assert str(err).startswith(msg), err
+
+
+def test_fast_weights_run_on_the_inputs_device():
+    """Every tensor the forward creates lives on the input's device (the meta device stands in for a GPU)."""
+    for steps in (1, 2):
+        m = FastWeightsRNN(4, 6, inner_steps=steps).to("meta")
+        assert m(torch.randn(2, 5, 4, device="meta")).device.type == "meta"

@@ -1,8 +1,9 @@
 """`make reproduce-*` and `make results`: the plans name real experiments, the whole pipeline runs at smoke
-scale and rebuilds the results page, a re-run skips finished runs and redoes only the interrupted one, the
-submitit path launches for real, and the aggregate statistics equal independent computations."""
+scale and the results builder collects its runs and rebuilds every page, a re-run skips finished runs and redoes
+only the interrupted one, the submitit path launches for real."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,9 +39,6 @@ def test_plans_name_existing_experiments_and_cover_every_experiment():
                 assert set(sw.experiments) <= EXPERIMENTS, (scale, paper, set(sw.experiments) - EXPERIMENTS)
                 planned |= set(sw.experiments)
     assert EXPERIMENTS - planned == NOT_PLANNED
-    for row in results.ROWS:                        # every row of the results page points at a real experiment
-        for m in (row.small, row.full):
-            assert m is None or m.exp in EXPERIMENTS, (row.setting, m.exp)
 
 
 def test_unknown_paper_or_experiment_is_one_line():
@@ -72,8 +70,10 @@ def pipeline(tmp_path_factory):
                 "--gen-root", str(tmp / "gen"), "logger.mode=disabled")
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     out = tmp / "out"
-    q = _script("results.py", "--runs", str(runs), "--out", str(out))
-    assert q.returncode == 0, q.stderr[-3000:]
+    shutil.copytree(ROOT / "results" / "claims", out / "claims")
+    for paper in reproduce.PAPERS:
+        q = _script("results.py", "--results", str(out), "--collect", str(runs / "small" / paper), "--paper", paper)
+        assert q.returncode == 0, q.stderr[-3000:]
     return runs, out, p
 
 
@@ -97,19 +97,15 @@ def test_reproduce_small_then_results_rebuilds_the_page(pipeline):
     assert timing["runs"] == len(summaries) and timing["failed"] == 0 and timing["elapsed_s"] > 0
     page = (out / "README.md").read_text()
     for paper in reproduce.PAPERS:
-        assert f"## {results.TITLES[paper]}" in page
-    # every run is listed in the reproduce-small table and in runs.csv
-    table = page.split("## `make reproduce-small`")[1].split("## `make reproduce-all`")[0]
-    assert "min** wall clock" in table
-    for exp in {e for sweeps in reproduce.SMALL.values() for sw in sweeps for e in sw.experiments}:
-        assert f"| {exp} |" in table, exp
+        assert f"({paper}/README.md)" in page
+        sub = (out / paper / "README.md").read_text()
+        assert "## Claims" in sub and "## Deviations from the paper and its reference code" in sub
+    # smoke runs are collected and listed, but never answer a claim
+    totals = next(ln for ln in page.splitlines() if ln.startswith("Totals:"))
+    assert totals.startswith("Totals: 0 holds, 0 direction only, 0 does not hold, ") and totals.endswith(" not run"), totals
     rows = (out / "runs.csv").read_text().strip().splitlines()
     assert len(rows) - 1 == len(summaries)
-    assert (out / "curves.csv").stat().st_size > 100 and (out / "summary_metrics.csv").exists()
-    figs = sorted((out / "figures").glob("*.png"))
-    assert figs, "no figure was drawn"
-    for f in figs:
-        assert f.with_suffix(".pdf").exists() and f"figures/{f.name}" in page
+    assert str(ROOT) not in (out / "runs.csv").read_text()
 
 
 def test_rerun_skips_finished_runs_and_redoes_the_interrupted_one(pipeline):
@@ -134,37 +130,6 @@ def test_submitit_launcher_runs_the_full_plan_at_smoke_scale(tmp_path):
     done = sorted(tmp_path.glob("full/acktr/*/summary.json"))
     assert [d.parent.name.split(",")[0] for d in done] == ["experiment=a2c_hopper", "experiment=acktr_hopper"]
     assert (tmp_path / "full" / "acktr" / ".submitit").is_dir()      # launched through submitit, not in-process
-
-
-def test_iqm_and_bootstrap_match_direct_computations():
-    rng = np.random.default_rng(0)
-    assert results.iqm(rng.permutation(np.arange(1.0, 9.0))) == pytest.approx(4.5)   # mean of 3, 4, 5, 6
-    x = rng.normal(size=40)
-    assert results.iqm(x) == pytest.approx(np.sort(x)[10:30].mean())                # the middle half, by hand
-    scores = {"a": rng.normal(1, 0.1, 5), "b": rng.normal(0, 0.1, 5)}
-    point, lo, hi = results.stratified_bootstrap(scores, np.mean, reps=500)
-    assert point == pytest.approx(np.mean(np.concatenate(list(scores.values()))))
-    assert lo <= point <= hi
-    # stratified: each game keeps its 5 runs, so the interval of the mean is the games' own spread / 2
-    assert hi - lo < 0.2
-
-
-def test_table_row_aggregates_matching_runs_only(tmp_path):
-    def run(exp, seed, value, **ov):
-        return results.Run(f"r{exp}{seed}{ov}", "gnf", "committed", None, exp, {k.replace("__", "."): v for k, v in ov.items()},
-                           seed, {"mmd/degree": value, "hardware": "Xeon, 2 cores, torch x", "command":
-                                  f"python run.py experiment={exp} seed={seed}"}, tmp_path)
-
-    runs = [run("gnf_community_small", 0, 0.3), run("gnf_community_small", 1, 0.5),
-            run("gnf_community_small", 2, 9.0, train__flow_epochs="3"),     # another budget: not the same row
-            run("gnf_community_small", 3, 7.0, smoke="true")]
-    row = results.Row("gnf", "x", "mmd/degree", 0.2, None,
-                      results.Match("gnf_community_small", without=("smoke", "train.flow_epochs")), tol=0.25)
-    vals, used = results.cell(row, [r for r in runs if row.full(r)])
-    assert sorted(vals) == [0.3, 0.5] and results.fmt(vals) == "0.40 ± 0.14"
-    assert results.status(row, [], vals).startswith("differs")
-    assert results.status(row, [], [0.22]).startswith("reproduced")
-    assert results.status(row, [0.22], []).startswith("reproduced at small scale; not yet run at full scale")
 
 
 def test_wandb_pull_writes_the_run_summaries(tmp_path, monkeypatch):

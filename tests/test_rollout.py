@@ -39,3 +39,6 @@ def test_rollout_allocates_time_major_buffers_of_the_right_types():
     assert r.last_value.shape == (3,)
     c = Rollout.allocate(2, 1, (6,), (2,), torch.float32, torch.device("cpu"))
     assert c.actions.shape == (2, 1, 2) and c.actions.dtype == torch.float32
+    # every buffer on the requested device (the meta device stands in for a GPU here)
+    m = Rollout.allocate(2, 1, (6,), (), torch.float32, torch.device("meta"))
+    assert all(t.device.type == "meta" for t in (m.obs, m.actions, m.rewards, m.dones, m.values, m.last_value))
