@@ -32,7 +32,7 @@ from runners.core import Checkpointer, Tracker, UserError, check_finite
 from runners.graph_data import (Graph, adjacency_targets, check_graph, community_small, complete_edges, ego_small,
                                 read_jsonl, split, to_batch, to_data, write_jsonl)
 from runners.graph_mmd import (STATS, bootstrap_interval, descriptors, graph_mmd, kernel_blocks, largest_connected,
-                                mmd2_from_blocks)
+                                mmd2_from_blocks, polygraph_mmd)
 
 
 
@@ -286,6 +286,13 @@ def evaluate(cfg, encoder, flow, train_g, test_g, run_dir: Path, device) -> dict
     lcc = [largest_connected(g) for g in pool]
     out.update(scores("mmd", test_d, lcc, 1, ec.n_boot))
     out.update({f"mmd_raw/{k}": v for k, v in graph_mmd(test_g, [g.without_self_loops() for g in pool]).items()})
+    if ec.polygraph:   # a second opinion from a maintained evaluator, on the same largest components
+        try:
+            import polygraph  # noqa: F401
+        except ImportError:
+            raise UserError("eval.polygraph=true needs polygraph-benchmark (make install); eval.polygraph=false "
+                            "skips the second opinion") from None
+        out.update(polygraph_mmd(test_g, lcc))
     for k in STATS:
         out[f"mmd/{k}_per_seed"] = per_seed[k]
     out["mmd/sum"] = sum(out[f"mmd/{k}"] for k in STATS)

@@ -224,3 +224,41 @@ def test_descriptors_and_orbit_mmd_equal_polygraph_benchmark():
     k = lambda a, b: gaussian_kernel(a, b, sigma=30.0)   # noqa: E731
     theirs_mmd = mmd_from_gram(k(x, x), k(y, y), k(x, y), variant="biased")
     assert float(theirs_mmd) == pytest.approx(mmd2(gaussian_kernel, x, y, sigma=30.0), rel=1e-12)
+
+
+def test_polygraph_second_opinion_equals_its_kernel_and_estimators_written_out():
+    """The second opinion (polygraph's Gaussian-TV MMD^2): written out from the descriptors with numpy, biased and
+    unbiased (umve) estimators, and an interval that brackets the subsampled values."""
+    from polygraph.utils.descriptors import ClusteringHistogram, OrbitCounts, SparseDegreeHistogram
+
+    from runners.graph_mmd import polygraph_mmd
+
+    ref = [random_graph(n, 0.4, n)[0] for n in range(6, 14)]
+    gen = [random_graph(n, 0.2, 100 + n)[0] for n in range(5, 25)]
+    out = polygraph_mmd(ref, gen, n_sub=50)
+
+    def nxs(gs):
+        hs = []
+        for g in gs:
+            h = nx.Graph()
+            h.add_nodes_from(range(g.num_nodes))
+            h.add_edges_from(map(tuple, g.without_self_loops().edges))
+            hs.append(h)
+        return hs
+
+    for name, desc, bw in (("degree", SparseDegreeHistogram(), 1.0), ("clustering", ClusteringHistogram(bins=100), 0.1),
+                           ("orbit", OrbitCounts(), 30.0)):
+        X, Y = (desc(nxs(s)) for s in (ref, gen))
+        X, Y = (np.asarray(a.toarray() if hasattr(a, "toarray") else a, dtype=np.float64) for a in (X, Y))
+        width = max(X.shape[1], Y.shape[1])
+        X, Y = (np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in (X, Y))
+        k = lambda a, b: np.exp(-((np.abs(a[:, None] - b[None]).sum(-1) / 2) ** 2) / (2 * bw ** 2))  # noqa: E731
+        kxx, kyy, kxy = k(X, X), k(Y, Y), k(X, Y)
+        n, m = len(X), len(Y)
+        biased = kxx.mean() + kyy.mean() - 2 * kxy.mean()
+        umve = ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+                - 2 * kxy.mean())
+        assert out[f"polygraph/{name}"] == pytest.approx(biased, rel=1e-9, abs=1e-12)
+        assert out[f"polygraph_umve/{name}"] == pytest.approx(umve, rel=1e-9, abs=1e-12)
+        lo, hi = out[f"polygraph/{name}_sub8_ci95"]
+        assert lo <= hi
