@@ -243,6 +243,12 @@ def evaluate_claim(c: dict, runs: list[Run], done: dict) -> dict:
         m1, m2 = float(np.mean(vals)), float(np.mean(other))
         text = (f"{fmt(m1)} vs {c['other'].get('label', 'other')} {fmt(raw)}: difference "
                 + (f"to the threshold ({fmt(m2)}) " if adjusted else "") + f"{fmt(d)} {ci_text(lo, hi)}")
+        if c.get("missing"):    # censored values: runs that never reached it count as their budget + 1
+            cens = [sum(r.get(c["metric"]) is None for r in rs) for rs in
+                    (ours, select(runs, c["other"]["runs"], c["other"].get("group", c.get("group", "runs"))))]
+            if any(cens):
+                text += (f"; never reached (counted as the run's length + 1): ours {cens[0]} of {len(vals)}, "
+                         f"{c['other'].get('label', 'other')} {cens[1]} of {len(other)}")
         status = status_of(want(d), not math.isnan(lo) and want(lo) and want(hi))
         return {"status": status, "ours": text, "n": min(len(vals), len(other)), "values": (m1, m2, d, lo, hi)}
     m, lo, hi = interval(vals)
