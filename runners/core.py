@@ -196,6 +196,11 @@ class Tracker:
         self.key_metric = cfg.logger.get("key_metric", None)
         self.command = cfg.get("command")
         self.t_start = time.time()
+        # wall time and sessions of the run so far: a resumed run adds this session to what its checkpoint recorded
+        # (None: resumed from a checkpoint that did not record it, so the total is unknown, not this session's)
+        resumed = ckpt is not None and ckpt.last_step is not None
+        self.wall_before = ckpt.wall_s if resumed else 0.0
+        self.sessions_before = ckpt.sessions if resumed else 0
         path = self.run_dir / "metrics.jsonl"
         if ckpt is not None:
             ckpt.tracker = self   # each checkpoint records how much of metrics.jsonl it covers
@@ -253,6 +258,10 @@ class Tracker:
         if self.key_metric and self.key_metric in row:
             self.bar.set_postfix({self.key_metric: f"{row[self.key_metric]:.4g}"}, refresh=False)
 
+    def wall_s(self) -> float | None:
+        """Seconds of training this run has had, over every session that contributed to it (None: unknown)."""
+        return None if self.wall_before is None else self.wall_before + time.time() - self.t_start
+
     def metrics_bytes(self) -> int:
         self._jsonl.flush()
         return self._jsonl.tell()
@@ -274,7 +283,9 @@ class Tracker:
 
     def write_summary(self, summary: dict[str, Any]) -> dict[str, Any]:
         flat = {k: _py(v) for k, v in _flatten(summary).items()}
-        flat.update({"hardware": hardware(), "command": self.command, "wall_s": time.time() - self.t_start,
+        flat.update({"hardware": hardware(), "command": self.command, "wall_s": self.wall_s(),
+                     "wall_s_last_session": time.time() - self.t_start,
+                     "sessions": None if self.sessions_before is None else self.sessions_before + 1,
                      **{f"provenance/{k}": v for k, v in provenance().items()}})
         (self.run_dir / "summary.json").write_text(json.dumps(flat, indent=2, sort_keys=True) + "\n")
         if self.wandb_run is not None:
@@ -510,6 +521,8 @@ class Checkpointer:
         self.last_step: int | None = None
         self.tracker: Tracker | None = None   # set by Tracker(ckpt=...): its metrics.jsonl offset goes in each checkpoint
         self.metrics_bytes: int | None = None  # the loaded checkpoint's metrics.jsonl offset
+        self.wall_s: float | None = None       # the loaded checkpoint's wall time so far (older checkpoints: None)
+        self.sessions: int | None = None       # ... and how many sessions (start + resumes) made it
         self._signal: int | None = None
         self._old = {}
 
@@ -555,7 +568,11 @@ class Checkpointer:
         return self.every > 0 and step % self.every == 0
 
     def save(self, state: dict, step: int) -> None:
-        extra = {"metrics_bytes": self.tracker.metrics_bytes()} if self.tracker is not None else {}
+        extra = {}
+        if self.tracker is not None:
+            extra = {"metrics_bytes": self.tracker.metrics_bytes()}
+            if self.tracker.wall_before is not None:
+                extra.update(wall_s=self.tracker.wall_s(), sessions=self.tracker.sessions_before + 1)
         state = plain(dict(state, step=step, rng=rng_state(), format=CHECKPOINT_FORMAT, **extra))
         try:
             with open(self.tmp, "wb") as f:
@@ -581,6 +598,7 @@ class Checkpointer:
         state = load_checkpoint(self.path, map_location=map_location)
         self.last_step = state["step"]
         self.metrics_bytes = state.get("metrics_bytes")
+        self.wall_s, self.sessions = state.get("wall_s"), state.get("sessions")
         return state
 
     def resume_state(self, resume, map_location=None) -> dict | None:

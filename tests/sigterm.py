@@ -30,6 +30,10 @@ def sigterm_then_resume(tmp_path, args, total_key, min_lines=3):
     assert 0 < stopped["step"] < full[total_key]
     run_cli(f"resume={run}", check=True)
     resumed = json.loads((run / "summary.json").read_text())
+    # wall time counts every session: the stopped one (recorded in its checkpoint) plus the resumed one
+    assert full["sessions"] == 1 and resumed["sessions"] == 2 and stopped["sessions"] == 1
+    assert stopped["wall_s"] > 0
+    assert abs(resumed["wall_s"] - resumed["wall_s_last_session"] - stopped["wall_s"]) < 0.05
     p = run_cli(f"resume={run}", check=True)          # resuming a finished run skips it
     assert "already finished" in p.stderr
     return full, resumed, stopped

@@ -92,6 +92,35 @@ def test_checkpoint_holds_only_plain_values_and_loads_weights_only(tmp_path):
     assert not ck.tmp.exists() and torch.load(ck.path, weights_only=True)["step"] == 3
 
 
+def test_wall_time_of_a_run_resumed_from_a_checkpoint_without_it_is_unknown_not_this_session(tmp_path):
+    """A checkpoint from before wall times were recorded: the total is reported as unknown (None), not as the
+    resumed session's few seconds; a checkpoint that records it carries it on."""
+    from omegaconf import OmegaConf
+
+    from runners.core import Checkpointer, Tracker
+
+    cfg = OmegaConf.create({"logger": {"mode": "disabled", "progress": False}, "experiment_name": "t"})
+    for recorded, expect_sessions in ((None, None), ((100.0, 3), 4)):
+        ck = Checkpointer(tmp_path, every=1)
+        state = _checkpoint_state(5)
+        if recorded:
+            state.update(wall_s=recorded[0], sessions=recorded[1])
+        from runners.core import plain
+
+        torch.save(plain(state), ck.path)
+        ck.load()
+        tr = Tracker(cfg, tmp_path, total_steps=10, start_step=5, ckpt=ck)
+        out = tr.write_summary({"x": 1})
+        assert out["sessions"] == expect_sessions and out["wall_s_last_session"] >= 0
+        assert out["wall_s"] is None if recorded is None else out["wall_s"] >= 100.0
+        ck.save({"m": 1}, step=6)
+        tr.close()
+        saved = torch.load(ck.path, weights_only=True)
+        assert ("wall_s" in saved) == (recorded is not None)
+        if recorded:
+            assert saved["sessions"] == 4 and saved["wall_s"] >= 100.0
+
+
 def test_crafted_pickle_checkpoint_is_refused_and_runs_nothing(interrupted_run, tmp_path):
     run, _ = interrupted_run
     marker = tmp_path / "pwned"
