@@ -365,3 +365,93 @@ def test_batchnorm_statistics_are_recomputed_for_the_averaged_weights():
     assert h.shape[0] == 40 and bn.momentum == 0.1
     restore_bn(net, saved)
     assert torch.equal(bn.running_mean, before[0]) and torch.equal(bn.running_var, before[1])
+
+
+def _conf_optimizer(name):
+    from omegaconf import OmegaConf
+
+    from conftest import ROOT
+
+    return OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "optimizer" / f"{name}.yaml"))
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "polyak", "lookahead_sgd", "lookahead_adam"])
+def test_build_optimizer_every_config_file_defaults_presets_and_command_line(name):
+    """Every optimizer config as shipped: nothing set -> the documented defaults; a preset -> the preset's values;
+    the command line -> its values; for each hyperparameter the optimizer actually built is checked."""
+    cfg = _conf_optimizer(name)
+    inner = cfg["inner"]
+    adam_like = inner in ("adam", "adamw")
+    # 1. nothing but the lr: the defaults (SGD: no momentum, no Nesterov; Adam: betas (0.9, 0.999), eps 1e-8;
+    # no weight decay; Lookahead: the authors' alpha 0.8, k 5, no momentum pullback, unfused sync)
+    opt = build_optimizer(make_model().parameters(), {**cfg, "lr": 0.01})
+    g = opt.param_groups[0]
+    assert type(opt.optimizer if isinstance(opt, (Lookahead, Polyak)) else opt) is {
+        "sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[inner]
+    assert g["lr"] == 0.01 and g["weight_decay"] == 0.0
+    if adam_like:
+        assert g["betas"] == (0.9, 0.999) and g["eps"] == 1e-8
+    else:
+        assert g["momentum"] == 0.0 and g["nesterov"] is False
+    if cfg.get("lookahead") is not None:
+        assert isinstance(opt, Lookahead)
+        assert (opt.k, opt.alpha, opt.pullback_momentum, opt.fused_sync) == (5, 0.8, "none", False)
+    elif cfg.get("polyak") is not None:
+        assert isinstance(opt, Polyak) and opt.start is None and not opt.averaging
+    else:
+        assert not isinstance(opt, (Lookahead, Polyak))
+    # 2. presets fill what the config leaves null
+    preset = {"lr": 0.2, "weight_decay": 1e-4, **({"betas": (0.8, 0.9), "eps": 1e-6} if adam_like else
+                                                  {"momentum": 0.7, "nesterov": True}),
+              "lookahead": {"k": 7, "alpha": 0.6, "pullback_momentum": "reset"}}
+    base = {k: (None if k in preset and k != "nesterov" else v) for k, v in cfg.items()}
+    if not adam_like:
+        base["nesterov"] = None
+    if base.get("lookahead") is not None:
+        base["lookahead"] = {"k": None, "alpha": None, "pullback_momentum": None, "fused": None}
+    opt = build_optimizer(make_model().parameters(), base, {name: preset})
+    g = opt.param_groups[0]
+    assert g["lr"] == 0.2 and g["weight_decay"] == 1e-4
+    if adam_like:
+        assert tuple(g["betas"]) == (0.8, 0.9) and g["eps"] == 1e-6
+    else:
+        assert g["momentum"] == 0.7 and g["nesterov"] is True
+    if isinstance(opt, Lookahead):
+        assert (opt.k, opt.alpha, opt.pullback_momentum, opt.fused_sync) == (7, 0.6, "reset", False)
+    # 3. the command line wins over the preset
+    given = {**base, "lr": 0.05, "weight_decay": 2e-4,
+             **({"betas": (0.5, 0.6), "eps": 1e-5} if adam_like else {"momentum": 0.3, "nesterov": False})}
+    if base.get("lookahead") is not None:
+        given["lookahead"] = {"k": 3, "alpha": 0.5, "pullback_momentum": "pullback", "fused": True}
+    if base.get("polyak") is not None:
+        given["polyak"] = {"start": 11}
+    opt = build_optimizer(make_model().parameters(), given, {name: preset})
+    g = opt.param_groups[0]
+    assert g["lr"] == 0.05 and g["weight_decay"] == 2e-4
+    if adam_like:
+        assert tuple(g["betas"]) == (0.5, 0.6) and g["eps"] == 1e-5
+    else:
+        assert g["momentum"] == 0.3 and g["nesterov"] is False
+    if isinstance(opt, Lookahead):
+        assert (opt.k, opt.alpha, opt.pullback_momentum, opt.fused_sync) == (3, 0.5, "pullback", True)
+    if isinstance(opt, Polyak):
+        assert opt.start == 11
+    if isinstance(opt, (Lookahead, Polyak)):   # the wrapper names itself around its inner optimizer's repr
+        assert repr(opt) == f"{type(opt).__name__}({opt.optimizer!r})"
+    assert type(g["lr"]) is float
+
+
+def test_polyak_averages_parameters_added_later():
+    """A parameter group added after construction is averaged too (from its value when added)."""
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
+    opt = Polyak(torch.optim.SGD(a.parameters(), lr=0.1), start=0)
+    opt.add_param_group({"params": list(b.parameters())})
+    assert len(opt.average) == 4 and all(torch.equal(s, p) for s, p in zip(opt.average[2:], b.parameters()))
+    iterates = []
+    for _ in range(3):
+        opt.zero_grad()
+        (b(a(torch.ones(1, 2))) ** 2).sum().backward()
+        opt.step()
+        iterates.append([p.detach().clone() for p in b.parameters()])
+    for i, p in enumerate(b.parameters()):
+        torch.testing.assert_close(opt.average[2 + i], torch.stack([it[i] for it in iterates]).mean(0))
