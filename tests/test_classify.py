@@ -106,7 +106,7 @@ def test_imagenet_folder_run(tmp_path):
 
 
 def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
-    write_cifar(tmp_path / "data", 10, n_train=50)
+    write_cifar(tmp_path / "data", 10, n_train=40)
     args = ["experiment=lookahead_cifar10", "smoke=true", "data.subset=null", f"data.root={tmp_path}/data",
             "train.epochs=2", "train.log_every=1", "checkpoint.every=1000", "threads=1", *QUIET]
     full, resumed, stopped = sigterm_then_resume(tmp_path, args, total_key="train/steps")
@@ -129,7 +129,7 @@ def test_torchrun_two_processes_keep_identical_weights(tmp_path):
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert s["world_size"] == 2 and s["train/steps"] == 10          # 40 images / 2 ranks / 4 per rank x 2 epochs
+    assert s["world_size"] == 2 and s["train/steps"] == 4           # 16 images / 2 ranks / 4 per rank x 2 epochs
     a = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "run" / "rank1" / "checkpoint.pt", weights_only=True)["model"]
     for k in a:
