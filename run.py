@@ -223,7 +223,7 @@ def validate(overrides: list[str]) -> None:
             group_first.append(text)
         elif not o.is_delete():
             values.append((key, vals, o.input_line))
-    from runners.core import UserError, check_config, value_error
+    from runners.errors import UserError, check_config, value_error
 
     try:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
