@@ -94,6 +94,7 @@ class Tracker:
         self.key_metric = cfg.logger.get("key_metric", None)
         self.command = cfg.get("command")
         self.t_start = time.time()
+        self.threads = torch.get_num_threads()   # the run's thread count (a library may change it later, e.g. in evaluation)
         # wall time and sessions of the run so far: a resumed run adds this session to what its checkpoint recorded
         # (None: resumed from a checkpoint that did not record it, so the total is unknown, not this session's)
         resumed = ckpt is not None and ckpt.last_step is not None
@@ -181,7 +182,7 @@ class Tracker:
 
     def write_summary(self, summary: dict[str, Any]) -> dict[str, Any]:
         flat = {k: _py(v) for k, v in _flatten(summary).items()}
-        flat.update({"hardware": hardware(), "command": self.command, "wall_s": self.wall_s(),
+        flat.update({"hardware": hardware(self.threads), "command": self.command, "wall_s": self.wall_s(),
                      "wall_s_last_session": time.time() - self.t_start,
                      "sessions": None if self.sessions_before is None else self.sessions_before + 1,
                      **{f"provenance/{k}": v for k, v in provenance().items()}})
