@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 
 # Both cores: pytest-xdist runs the tests in 2 processes (tests are safe to run in parallel).
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 tests
+	$(PY) -m pytest -q -n 2 --dist worksteal tests
 
 # Mutation testing of each paper's core (scripts/mutation.py, mutmut 3): FILE=algorithms/kfac.py for one file;
 # resumable; writes results/mutation/README.md. Hours for all files on 2 cores; not part of make test.
