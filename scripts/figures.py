@@ -218,7 +218,7 @@ def gnf(runs, out: Path) -> list[str]:
             vals = np.array([[r.get(f"{key}/{s}") for s in stats] for r in rs], dtype=float)
             m = vals.mean(0)
             err = vals.std(0) if len(vals) > 1 else None
-            ax.bar(x + (i - 1) * 0.27, m, 0.27, yerr=err, color=COLORS[lab], label=f"{lab} ({len(rs)} runs)")
+            ax.bar(x + (i - 1) * 0.27, m, 0.27, yerr=err, color=COLORS[lab], label=f"{lab} ({len(rs)} run{'s' if len(rs) != 1 else ''})")
         if ds in paper:
             ax.bar(x + 0.27, paper[ds], 0.27, color=COLORS["paper (recalled)"], hatch="//", label="paper (recalled)")
         ax.set_xticks(x, stats)
