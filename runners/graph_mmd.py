@@ -196,6 +196,18 @@ def graph_mmd(ref: list[Graph], pred: list[Graph]) -> dict[str, float]:
 
 
 def polygraph_mmd(ref: list[Graph], pred: list[Graph], n_sub: int = 500, coverage: float = 0.95) -> dict:
+    """polygraph-benchmark's scores (``_polygraph_mmd``), leaving torch's thread count as it was: polygraph's
+    featurizers set it to the machine's core count, which would take a core from a parallel run (threads=1)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        return _polygraph_mmd(ref, pred, n_sub, coverage)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _polygraph_mmd(ref: list[Graph], pred: list[Graph], n_sub: int, coverage: float) -> dict:
     """A second opinion from polygraph-benchmark: its Gaussian-TV MMD^2 benchmark (GRAN's kernels: degree,
     100-bin clustering and orbit descriptors from polygraph, k = exp(-TV^2 / (2 bw^2)) with bw 1, 0.1, 30), biased and
     unbiased (umve) estimates on every graph, and polygraph's subsampling interval (subsets of the test set's size

@@ -8,6 +8,7 @@ import math
 import networkx as nx
 import numpy as np
 import pytest
+import torch
 from networkx.algorithms.isomorphism import GraphMatcher
 from scipy.stats import wasserstein_distance
 
@@ -235,7 +236,13 @@ def test_polygraph_second_opinion_equals_its_kernel_and_estimators_written_out()
 
     ref = [random_graph(n, 0.4, n)[0] for n in range(6, 14)]
     gen = [random_graph(n, 0.2, 100 + n)[0] for n in range(5, 25)]
-    out = polygraph_mmd(ref, gen, n_sub=50)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = polygraph_mmd(ref, gen, n_sub=50)
+        assert torch.get_num_threads() == 1   # polygraph's featurizers reset it; a threads=1 run must keep 1
+    finally:
+        torch.set_num_threads(threads)
 
     def nxs(gs):
         hs = []
