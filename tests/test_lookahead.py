@@ -375,6 +375,19 @@ def _conf_optimizer(name):
     return OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "optimizer" / f"{name}.yaml"))
 
 
+def _check_built(opt, adam_like, lr, wd, adam, sgd, la):
+    """The optimizer built has exactly these hyperparameters (adam: (betas, eps); sgd: (momentum, nesterov);
+    la: Lookahead's (k, alpha, pullback, fused) when it is a Lookahead)."""
+    g = opt.param_groups[0]
+    assert g["lr"] == lr and type(g["lr"]) is float and g["weight_decay"] == wd
+    if adam_like:
+        assert (tuple(g["betas"]), g["eps"]) == adam
+    else:
+        assert (g["momentum"], g["nesterov"]) == sgd
+    if isinstance(opt, Lookahead):
+        assert (opt.k, opt.alpha, opt.pullback_momentum, opt.fused_sync) == la
+
+
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "polyak", "lookahead_sgd", "lookahead_adam"])
 def test_build_optimizer_every_config_file_defaults_presets_and_command_line(name):
     """Every optimizer config as shipped: nothing set -> the documented defaults; a preset -> the preset's values;
@@ -385,17 +398,11 @@ def test_build_optimizer_every_config_file_defaults_presets_and_command_line(nam
     # 1. nothing but the lr: the defaults (SGD: no momentum, no Nesterov; Adam: betas (0.9, 0.999), eps 1e-8;
     # no weight decay; Lookahead: the authors' alpha 0.8, k 5, no momentum pullback, unfused sync)
     opt = build_optimizer(make_model().parameters(), {**cfg, "lr": 0.01})
-    g = opt.param_groups[0]
     assert type(opt.optimizer if isinstance(opt, (Lookahead, Polyak)) else opt) is {
         "sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[inner]
-    assert g["lr"] == 0.01 and g["weight_decay"] == 0.0
-    if adam_like:
-        assert g["betas"] == (0.9, 0.999) and g["eps"] == 1e-8
-    else:
-        assert g["momentum"] == 0.0 and g["nesterov"] is False
+    _check_built(opt, adam_like, 0.01, 0.0, ((0.9, 0.999), 1e-8), (0.0, False), (5, 0.8, "none", False))
     if cfg.get("lookahead") is not None:
         assert isinstance(opt, Lookahead)
-        assert (opt.k, opt.alpha, opt.pullback_momentum, opt.fused_sync) == (5, 0.8, "none", False)
     elif cfg.get("polyak") is not None:
         assert isinstance(opt, Polyak) and opt.start is None and not opt.averaging
     else:
@@ -410,14 +417,7 @@ def test_build_optimizer_every_config_file_defaults_presets_and_command_line(nam
     if base.get("lookahead") is not None:
         base["lookahead"] = {"k": None, "alpha": None, "pullback_momentum": None, "fused": None}
     opt = build_optimizer(make_model().parameters(), base, {name: preset})
-    g = opt.param_groups[0]
-    assert g["lr"] == 0.2 and g["weight_decay"] == 1e-4
-    if adam_like:
-        assert tuple(g["betas"]) == (0.8, 0.9) and g["eps"] == 1e-6
-    else:
-        assert g["momentum"] == 0.7 and g["nesterov"] is True
-    if isinstance(opt, Lookahead):
-        assert (opt.k, opt.alpha, opt.pullback_momentum, opt.fused_sync) == (7, 0.6, "reset", False)
+    _check_built(opt, adam_like, 0.2, 1e-4, ((0.8, 0.9), 1e-6), (0.7, True), (7, 0.6, "reset", False))
     # 3. the command line wins over the preset
     given = {**base, "lr": 0.05, "weight_decay": 2e-4,
              **({"betas": (0.5, 0.6), "eps": 1e-5} if adam_like else {"momentum": 0.3, "nesterov": False})}
@@ -426,19 +426,11 @@ def test_build_optimizer_every_config_file_defaults_presets_and_command_line(nam
     if base.get("polyak") is not None:
         given["polyak"] = {"start": 11}
     opt = build_optimizer(make_model().parameters(), given, {name: preset})
-    g = opt.param_groups[0]
-    assert g["lr"] == 0.05 and g["weight_decay"] == 2e-4
-    if adam_like:
-        assert tuple(g["betas"]) == (0.5, 0.6) and g["eps"] == 1e-5
-    else:
-        assert g["momentum"] == 0.3 and g["nesterov"] is False
-    if isinstance(opt, Lookahead):
-        assert (opt.k, opt.alpha, opt.pullback_momentum, opt.fused_sync) == (3, 0.5, "pullback", True)
+    _check_built(opt, adam_like, 0.05, 2e-4, ((0.5, 0.6), 1e-5), (0.3, False), (3, 0.5, "pullback", True))
     if isinstance(opt, Polyak):
         assert opt.start == 11
     if isinstance(opt, (Lookahead, Polyak)):   # the wrapper names itself around its inner optimizer's repr
         assert repr(opt) == f"{type(opt).__name__}({opt.optimizer!r})"
-    assert type(g["lr"]) is float
 
 
 def test_polyak_averages_parameters_added_later():
