@@ -9,12 +9,55 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+_SERVER = None   # this process's fork server (tests/forkserver.py), started on first use
+
+
+def _fork_run(args, cwd, env, timeout):
+    """``python run.py ARGS`` forked from a server that has already imported torch and Hydra (see
+    tests/forkserver.py); None when the server is off (BA_TEST_FORK=0) or cannot be used."""
+    global _SERVER
+    import json
+    import tempfile
+
+    if os.environ.get("BA_TEST_FORK", "1") == "0" or not hasattr(os, "fork"):
+        return None
+    startup = ("PYTHON", "LD_", "OMP_", "MKL_", "KMP_", "TORCH", "CUDA", "MALLOC")   # read when Python/torch start
+    if any(env.get(k) != os.environ.get(k) for k in set(env) | set(os.environ) if k.startswith(startup)):
+        return None   # e.g. a sitecustomize on PYTHONPATH: only a fresh interpreter honours it
+    if _SERVER is None or _SERVER.poll() is not None:
+        _SERVER = subprocess.Popen([sys.executable, str(ROOT / "tests" / "forkserver.py")], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, text=True, cwd=ROOT, env=dict(os.environ))
+    with tempfile.TemporaryDirectory() as d:
+        out, err = Path(d) / "out", Path(d) / "err"
+        req = {"args": [str(a) for a in args], "cwd": str(cwd), "env": env, "out": str(out), "err": str(err),
+               "timeout": timeout}
+        try:
+            _SERVER.stdin.write(json.dumps(req) + "\n")
+            _SERVER.stdin.flush()
+            reply = _SERVER.stdout.readline()
+        except (BrokenPipeError, OSError):
+            reply = ""
+        if not reply:
+            _SERVER = None
+            return None
+        rc = json.loads(reply)["rc"]
+        stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
+    argv = [sys.executable, str(ROOT / "run.py"), *args]
+    if rc is None:
+        raise subprocess.TimeoutExpired(argv, timeout, output=stdout, stderr=stderr)
+    return subprocess.CompletedProcess(argv, rc, stdout, stderr)
+
+
 def run_cli(*args, cwd=ROOT, timeout=600, env=None, check=False):
-    """Run ``python run.py ARGS`` as a user would; return the CompletedProcess."""
+    """Run ``python run.py ARGS`` as a user would (forked from a warm server unless BA_TEST_FORK=0: the same
+    entry point, arguments, working directory, environment and exit code, without a fresh torch import);
+    return the CompletedProcess."""
     e = dict(os.environ, WANDB_SILENT="true", HYDRA_FULL_ERROR="0")
     e.update(env or {})
-    p = subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env=e,
-                       capture_output=True, text=True, timeout=timeout)
+    p = _fork_run(args, cwd, e, timeout)
+    if p is None:
+        p = subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env=e,
+                           capture_output=True, text=True, timeout=timeout)
     if check and p.returncode != 0:
         raise AssertionError(f"run.py {' '.join(args)} failed ({p.returncode}):\n{p.stderr[-4000:]}")
     return p

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, _fork_run
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from probe_bad_input import CASES, run_case  # noqa: E402
@@ -26,5 +26,5 @@ def test_the_probe_has_at_least_30_cases():
 
 @pytest.mark.parametrize("case", CASES, ids=[c.what for c in CASES])
 def test_bad_input(case, ptb):
-    result = run_case(case, ptb)
+    result = run_case(case, ptb, runner=_fork_run)
     assert result["ok"], f"{result['problems']}: {result['line']}"
