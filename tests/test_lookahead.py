@@ -375,9 +375,12 @@ def _conf_optimizer(name):
     return OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "optimizer" / f"{name}.yaml"))
 
 
-def _check_built(opt, adam_like, lr, wd, adam, sgd, la):
-    """The optimizer built has exactly these hyperparameters (adam: (betas, eps); sgd: (momentum, nesterov);
-    la: Lookahead's (k, alpha, pullback, fused) when it is a Lookahead)."""
+def _check_built(opt, cfg, lr, wd, adam, sgd, la):
+    """The optimizer built from ``cfg`` has exactly these hyperparameters (adam: (betas, eps); sgd: (momentum,
+    nesterov); la: Lookahead's (k, alpha, pullback, fused)) and is the wrapper the config names."""
+    adam_like = cfg["inner"] in ("adam", "adamw")
+    assert isinstance(opt, Lookahead) == (cfg.get("lookahead") is not None)
+    assert isinstance(opt, Polyak) == (cfg.get("polyak") is not None)
     g = opt.param_groups[0]
     assert g["lr"] == lr and type(g["lr"]) is float and g["weight_decay"] == wd
     if adam_like:
@@ -397,27 +400,28 @@ def test_build_optimizer_every_config_file_defaults_presets_and_command_line(nam
     adam_like = inner in ("adam", "adamw")
     # 1. nothing but the lr: the defaults (SGD: no momentum, no Nesterov; Adam: betas (0.9, 0.999), eps 1e-8;
     # no weight decay; Lookahead: the authors' alpha 0.8, k 5, no momentum pullback, unfused sync)
-    opt = build_optimizer(make_model().parameters(), {**cfg, "lr": 0.01})
+    nothing = {k: (v if k in ("name", "inner") else None) for k, v in cfg.items()}
+    if cfg.get("lookahead") is not None:
+        nothing["lookahead"] = {"k": None, "alpha": None, "pullback_momentum": None, "fused": None}
+    if cfg.get("polyak") is not None:
+        nothing["polyak"] = {"start": None}
+    opt = build_optimizer(make_model().parameters(), {**nothing, "lr": 0.01})
     assert type(opt.optimizer if isinstance(opt, (Lookahead, Polyak)) else opt) is {
         "sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[inner]
-    _check_built(opt, adam_like, 0.01, 0.0, ((0.9, 0.999), 1e-8), (0.0, False), (5, 0.8, "none", False))
-    if cfg.get("lookahead") is not None:
-        assert isinstance(opt, Lookahead)
-    elif cfg.get("polyak") is not None:
-        assert isinstance(opt, Polyak) and opt.start is None and not opt.averaging
-    else:
-        assert not isinstance(opt, (Lookahead, Polyak))
+    _check_built(opt, cfg, 0.01, 0.0, ((0.9, 0.999), 1e-8), (0.0, False), (5, 0.8, "none", False))
+    if isinstance(opt, Polyak):
+        assert opt.start is None and not opt.averaging
     # 2. presets fill what the config leaves null
     preset = {"lr": 0.2, "weight_decay": 1e-4, **({"betas": (0.8, 0.9), "eps": 1e-6} if adam_like else
                                                   {"momentum": 0.7, "nesterov": True}),
               "lookahead": {"k": 7, "alpha": 0.6, "pullback_momentum": "reset"}}
-    base = {k: (None if k in preset and k != "nesterov" else v) for k, v in cfg.items()}
+    base = {k: (None if k in preset and k not in ("nesterov", "lookahead") else v) for k, v in cfg.items()}
     if not adam_like:
         base["nesterov"] = None
     if base.get("lookahead") is not None:
         base["lookahead"] = {"k": None, "alpha": None, "pullback_momentum": None, "fused": None}
     opt = build_optimizer(make_model().parameters(), base, {name: preset})
-    _check_built(opt, adam_like, 0.2, 1e-4, ((0.8, 0.9), 1e-6), (0.7, True), (7, 0.6, "reset", False))
+    _check_built(opt, base, 0.2, 1e-4, ((0.8, 0.9), 1e-6), (0.7, True), (7, 0.6, "reset", False))
     # 3. the command line wins over the preset
     given = {**base, "lr": 0.05, "weight_decay": 2e-4,
              **({"betas": (0.5, 0.6), "eps": 1e-5} if adam_like else {"momentum": 0.3, "nesterov": False})}
@@ -426,7 +430,7 @@ def test_build_optimizer_every_config_file_defaults_presets_and_command_line(nam
     if base.get("polyak") is not None:
         given["polyak"] = {"start": 11}
     opt = build_optimizer(make_model().parameters(), given, {name: preset})
-    _check_built(opt, adam_like, 0.05, 2e-4, ((0.5, 0.6), 1e-5), (0.3, False), (3, 0.5, "pullback", True))
+    _check_built(opt, given, 0.05, 2e-4, ((0.5, 0.6), 1e-5), (0.3, False), (3, 0.5, "pullback", True))
     if isinstance(opt, Polyak):
         assert opt.start == 11
     if isinstance(opt, (Lookahead, Polyak)):   # the wrapper names itself around its inner optimizer's repr
@@ -447,3 +451,43 @@ def test_polyak_averages_parameters_added_later():
         iterates.append([p.detach().clone() for p in b.parameters()])
     for i, p in enumerate(b.parameters()):
         torch.testing.assert_close(opt.average[2 + i], torch.stack([it[i] for it in iterates]).mean(0))
+
+
+def test_wrapper_contracts_defaults_errors_closure_and_groups():
+    """What a caller relies on beyond the update rule: the authors' defaults in the class itself, errors that name
+    the problem, the closure reaching the inner optimizer, gradients cleared to None, a later group's own slow
+    weights, the inner state shared, and eval_weights() on a plain optimizer doing nothing."""
+    model = make_model()
+    la = Lookahead(torch.optim.SGD(model.parameters(), lr=0.1))
+    assert (la.k, la.alpha, la.pullback_momentum, la.fused_sync) == (5, 0.8, "none", False)
+    assert Polyak(torch.optim.SGD(model.parameters(), lr=0.1)).start == 0
+    with pytest.raises(TypeError, match="expected a torch.optim.Optimizer, got Linear"):
+        Lookahead(torch.nn.Linear(2, 2))
+    for bad, match in (({"k": 0}, "k must be an integer >= 1, got 0"), ({"k": 2.5}, "got 2.5"),
+                       ({"pullback_momentum": "pull"}, "pullback_momentum must be one of")):
+        with pytest.raises(ValueError, match=match):
+            Lookahead(torch.optim.SGD(model.parameters(), lr=0.1), **bad)
+    # the closure reaches the inner optimizer and its loss comes back, for both wrappers
+    x, y = torch.randn(6, 4), torch.randint(0, 3, (6,))
+    for opt in (Lookahead(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)),
+                Polyak(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))):
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+        assert torch.is_tensor(opt.step(closure))
+        assert opt.state is opt.optimizer.state and len(opt.state) > 0
+        opt.zero_grad()
+        assert all(p.grad is None for p in model.parameters())
+    # groups added one after another: each one's slow weights are its own parameters' values
+    a, b, c = torch.nn.Linear(2, 2), torch.nn.Linear(2, 3), torch.nn.Linear(3, 1)
+    la = Lookahead(torch.optim.SGD(a.parameters(), lr=0.1))
+    la.add_param_group({"params": list(b.parameters())})
+    la.add_param_group({"params": list(c.parameters())})
+    assert [s.shape for s in la.slow] == [p.shape for m in (a, b, c) for p in m.parameters()]
+    # a plain optimizer has no slow or averaged weights: eval_weights() leaves the parameters alone
+    plain = torch.optim.SGD(a.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in a.parameters()]
+    with eval_weights(plain):
+        assert all(torch.equal(p, q) for p, q in zip(a.parameters(), before))
