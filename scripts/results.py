@@ -125,6 +125,7 @@ def collect(src: Path, paper: str, results: Path) -> int:
     for summ in sorted(src.rglob("summary.json")):
         s = json.loads(summ.read_text())
         s["command"] = clean_command(s.get("command", ""))
+        s = {k: (clean_text(v) if isinstance(v, str) and k != "command" else v) for k, v in s.items()}   # data_path...
         dst = results / paper / "runs" / run_name(s)
         dst.mkdir(parents=True, exist_ok=True)
         (dst / "summary.json").write_text(json.dumps(s, indent=2, sort_keys=True) + "\n")
