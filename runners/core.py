@@ -22,8 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 
 # errors and config value ranges live in runners/errors.py (no torch: run.py checks the command line first)
-from runners.errors import (CONFIG_RULES_BY_KEY, CONFIG_RULES_BY_NAME, DataMissingError, Interrupted,  # noqa: F401
-                            NonFiniteLossError, UserError, check_config, value_error)
+from runners.errors import (DataMissingError, Interrupted, NonFiniteLossError, UserError, check_config,  # noqa: F401
+                            value_error)
 
 
 # --------------------------------------------------------------------------- seeding / device

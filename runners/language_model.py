@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from algorithms import reversible_bptt
-from algorithms.lookahead import eval_weights
+from algorithms.lookahead import Lookahead, eval_weights
 from models.awd_lstm import AWDLanguageModel
 from models.revrnn import FixedPointOverflow
 from runners import text_data
@@ -247,7 +247,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
             "train/epochs": epoch, "train/steps": step, "train/lr_final": base_lr * plateau_scale,
             "train/stopped_by_lr_min": stopped_by_lr(tc, base_lr * plateau_scale), "n_params": sum(p.numel() for p in model.parameters()),
             "optimizer": cfg.optimizer.name, "lr": base_lr, "seed": cfg.seed, "device": str(device),
-            **({"alpha": la.alpha, "k": la.k} if (la := cfg.optimizer.get("lookahead")) else {}),
+            **({"alpha": opt.alpha, "k": opt.k} if isinstance(opt, Lookahead) else {}),   # as run (null: defaults)
             "cell": cfg.model.cell, "vocab": len(corpus), "reversal": bool(tc.reversal),
             **({k: mem_sum["mem/bits_bptt"] / mem_sum[f"mem/bits_{b}"] for k, b in
                 (("mem/saving_actual", "buffer"), ("mem/saving_info", "info"))} if mem_sum else {}),

@@ -3,6 +3,7 @@ line, interrupted runs resume to the same result, sweeps run through the submiti
 import json
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -98,6 +99,11 @@ def test_every_code_path_smoke_runs(name, tmp_path, fixture_data):
         assert summary["timesteps"] == cfg.train.total_timesteps and any("loss/total" in r for r in rows)
     if cfg.runner == "language_model":
         assert summary["train/epochs"] == 2 and summary["test/ppl"] > 1 and any("val/ppl" in r for r in rows)
+        if cfg.optimizer.get("lookahead") is not None:   # the values the run used (config, preset or default)
+            from runners.core import make_optimizer
+
+            built = make_optimizer([torch.zeros(1, requires_grad=True)], cfg)
+            assert (summary["alpha"], summary["k"]) == (built.alpha, built.k)
     if cfg.runner == "classify":
         assert summary["train/epochs"] == 2 and 0 <= summary["test/acc"] <= 1 and any("test/acc" in r for r in rows)
     if cfg.runner == "graph_generation":
