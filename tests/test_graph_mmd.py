@@ -227,20 +227,37 @@ def test_descriptors_and_orbit_mmd_equal_polygraph_benchmark():
     assert float(theirs_mmd) == pytest.approx(mmd2(gaussian_kernel, x, y, sigma=30.0), rel=1e-12)
 
 
-def test_polygraph_second_opinion_equals_its_kernel_and_estimators_written_out():
+def test_polygraph_second_opinion_equals_its_kernel_estimators_and_interval_class(monkeypatch):
     """The second opinion (polygraph's Gaussian-TV MMD^2): written out from the descriptors with numpy, biased and
-    unbiased (umve) estimators, and an interval that brackets the subsampled values."""
+    unbiased (umve) estimators; the subsampling interval equals polygraph's own ``DescriptorMMD2Interval`` (500
+    subsets of the test set's size, seed 42, percentiles), imported without polygraph.metrics' package init (which
+    pulls the optional tabpfn). Empty generated graphs are dropped, one-node graphs kept. One test: polygraph's
+    import and numba compilation cost about 50 s per process."""
+    import os
+    import sys
+    import types
+
+    import polygraph
     from polygraph.utils.descriptors import ClusteringHistogram, OrbitCounts, SparseDegreeHistogram
+    from polygraph.utils.kernels import GaussianTV
 
     from runners.graph_mmd import polygraph_mmd
 
+    root = os.path.dirname(polygraph.__file__)
+    for name, sub in (("polygraph.metrics", "metrics"), ("polygraph.metrics.base", "metrics/base")):
+        pkg = types.ModuleType(name)
+        pkg.__path__ = [os.path.join(root, sub)]
+        monkeypatch.setitem(sys.modules, name, pkg)
+    from polygraph.metrics.base.mmd import DescriptorMMD2Interval
+
     ref = [random_graph(n, 0.4, n)[0] for n in range(6, 14)]
-    gen = [random_graph(n, 0.2, 100 + n)[0] for n in range(5, 25)]
+    gen = [random_graph(n, 0.2, 100 + n)[0] for n in range(5, 25)] + [Graph.make(1, [])]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        out = polygraph_mmd(ref, gen, n_sub=50)
+        out = polygraph_mmd(ref, gen + [Graph.make(0, [])])
         assert torch.get_num_threads() == 1   # polygraph's featurizers reset it; a threads=1 run must keep 1
+        out_half = polygraph_mmd(ref, gen, n_sub=40, coverage=0.5)
     finally:
         torch.set_num_threads(threads)
 
@@ -253,6 +270,7 @@ def test_polygraph_second_opinion_equals_its_kernel_and_estimators_written_out()
             hs.append(h)
         return hs
 
+    m = len(ref)
     for name, desc, bw in (("degree", SparseDegreeHistogram(), 1.0), ("clustering", ClusteringHistogram(bins=100), 0.1),
                            ("orbit", OrbitCounts(), 30.0)):
         X, Y = (desc(nxs(s)) for s in (ref, gen))
@@ -261,11 +279,82 @@ def test_polygraph_second_opinion_equals_its_kernel_and_estimators_written_out()
         X, Y = (np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in (X, Y))
         k = lambda a, b: np.exp(-((np.abs(a[:, None] - b[None]).sum(-1) / 2) ** 2) / (2 * bw ** 2))  # noqa: E731
         kxx, kyy, kxy = k(X, X), k(Y, Y), k(X, Y)
-        n, m = len(X), len(Y)
+        n, mg = len(X), len(Y)
         biased = kxx.mean() + kyy.mean() - 2 * kxy.mean()
-        umve = ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+        umve = ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (mg * (mg - 1))
                 - 2 * kxy.mean())
         assert out[f"polygraph/{name}"] == pytest.approx(biased, rel=1e-9, abs=1e-12)
         assert out[f"polygraph_umve/{name}"] == pytest.approx(umve, rel=1e-9, abs=1e-12)
-        lo, hi = out[f"polygraph/{name}_sub8_ci95"]
-        assert lo <= hi
+        for res, n_sub, cov in ((out, 500, 0.95), (out_half, 40, 0.5)):
+            theirs = DescriptorMMD2Interval(nxs(ref), GaussianTV(desc, bw=bw), subsample_size=m, num_samples=n_sub,
+                                            coverage=cov).compute(nxs(gen))
+            assert res[f"polygraph/{name}_sub{m}_ci95"] == pytest.approx([theirs.low, theirs.high], rel=1e-12)
+    for key in [k for k in sys.modules if k.startswith("polygraph.metrics.")]:
+        monkeypatch.delitem(sys.modules, key)
+    torch.set_num_threads(threads)
+
+
+# --------------------------------------------------------------------------- edges of the contract (mutation-found)
+def test_bootstrap_interval_equals_naive_resampling_of_the_generated_graphs():
+    """Each bootstrap draw is a multiset of generated graphs (multinomial counts, seed 0, 500 draws by default);
+    its MMD^2 written out on the duplicated index list, and numpy's percentiles: the interval exactly."""
+    from runners.graph_mmd import STATS, bootstrap_interval, descriptors, kernel_blocks
+
+    ref = [random_graph(10, 0.3, s)[0] for s in range(5)]
+    pred = [random_graph(n, 0.25, 200 + n)[0] for n in range(6, 13)]
+    blocks = kernel_blocks(descriptors(ref), descriptors(pred))
+
+    def naive(Krr, Kpp, Krp, n_boot, seed, pct):
+        rng, n, vals = np.random.default_rng(seed), Kpp.shape[0], []
+        for _ in range(n_boot):
+            idx = np.repeat(np.arange(n), rng.multinomial(n, np.full(n, 1.0 / n)))
+            vals.append(Krr.mean() + Kpp[np.ix_(idx, idx)].mean() - 2 * Krp[:, idx].mean())
+        return tuple(np.percentile(vals, pct))
+
+    for k in STATS:
+        Krr, Kpp, Krp = blocks[k]
+        assert Krr.shape != Kpp.shape and Krp.shape == (len(Krr), len(Kpp))   # blocks kept apart
+        assert bootstrap_interval(blocks[k]) == pytest.approx(naive(*blocks[k], 500, 0, [2.5, 97.5]), rel=1e-12)
+        assert bootstrap_interval(blocks[k], n_boot=60, seed=3, coverage=0.5) == pytest.approx(
+            naive(*blocks[k], 60, 3, [25, 75]), rel=1e-12)
+
+
+def test_graph_mmd_drops_empty_graphs_keeps_single_nodes_and_rejects_empty_sets():
+    ref = [random_graph(8, 0.4, s)[0] for s in range(4)]
+    pred = [random_graph(9, 0.3, 50 + s)[0] for s in range(3)]
+    assert graph_mmd(ref, pred + [Graph.make(0, [])]) == graph_mmd(ref, pred)
+    single = graph_mmd(ref, pred + [Graph.make(1, [])])
+    expect = mmd2(gaussian_emd_kernel, [degree_hist(g) for g in ref],
+                  [degree_hist(g) for g in pred] + [np.array([1])], sigma=1.0)
+    assert single["degree"] == pytest.approx(expect, rel=1e-12) and single["degree"] != graph_mmd(ref, pred)["degree"]
+    with pytest.raises(ValueError, match="^graph_mmd needs at least one reference and one non-empty generated graph$"):
+        graph_mmd([], pred)
+    with pytest.raises(ValueError, match="^graph_mmd needs at least one reference"):
+        graph_mmd(ref, [Graph.make(0, [])])
+
+
+def test_clustering_histogram_is_graphrnns_numpy_call_on_networkx_clustering():
+    """GraphRNN: ``np.histogram(list(nx.clustering(G).values()), bins=100, range=(0.0, 1.0), density=False)``."""
+    from runners.graph_mmd import clustering_hist
+
+    for seed in range(4):
+        g, nxg = random_graph(14, 0.35, 400 + seed)
+        expect = np.histogram(list(nx.clustering(nxg).values()), bins=100, range=(0.0, 1.0), density=False)[0]
+        assert clustering_hist(g).tolist() == expect.tolist()
+    g = Graph.make(4, [[0, 1], [1, 2], [2, 0], [2, 3]])          # clustering 1, 1, 1/3, 0: not the full range
+    assert np.flatnonzero(clustering_hist(g)).tolist() == [0, 33, 99] and clustering_hist(g).sum() == 4
+
+
+def test_small_graphs_orbits_integer_counts_and_chunked_kernel():
+    """Orbit counts on every 2-, 3- and 4-node template (integers, as ORCA writes them); the EMD kernel computed
+    two rows at a time equals one pass; the largest component of an empty graph is the empty graph."""
+    from runners.graph_mmd import largest_connected
+
+    for tmpl, _ in TEMPLATES:
+        n = len(tmpl)
+        got = orbit_counts(Graph.make(n, list(tmpl.edges)))
+        assert got.dtype == np.int64 and np.array_equal(got, orbits_by_isomorphism(tmpl, n))
+    hists = [degree_hist(random_graph(9, 0.3, s)[0]) for s in range(5)]
+    np.testing.assert_array_equal(gaussian_emd_kernel(hists, hists[:3], sigma=1.0, chunk=2),
+                                  gaussian_emd_kernel(hists, hists[:3], sigma=1.0))
+    assert largest_connected(Graph.make(0, [])).num_nodes == 0

@@ -169,6 +169,7 @@ def test_no_stats_outside_capture_and_state_roundtrip():
 
 
 @pytest.mark.parametrize("C,H,k,s,p", [(4, 84, 8, 4, 0), (3, 20, 4, 2, 0), (5, 9, 3, 1, 0), (2, 11, 3, 1, 1),
+                                       (2, 9, 3, 1, (1, 0)),
                                        (2, 13, 4, 2, 1), (3, 10, 2, 2, 0)])
 def test_cell_factor_equals_unfold_factor(C, H, k, s, p):
     from algorithms.kfac import _Layer, conv_input_factor_cells, conv_patches
@@ -198,3 +199,161 @@ def test_eigh_falls_back_to_float64(monkeypatch):
     d, Q = _eigh(M)
     assert d.dtype == torch.float32
     torch.testing.assert_close(Q @ torch.diag(d) @ Q.t(), M, rtol=1e-4, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- contract edges (mutation-found)
+def _resume_net():
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(32, 3)).to(D)
+    scale = nn.Parameter(torch.zeros(3, dtype=D))          # a G-only block (as the Gaussian policy's log-std)
+    return net, scale
+
+
+def _resume_kfac(net, scale):
+    return KFAC(net, lr=0.2, kl_clip=1e-2, cold_iters=2, stats_accum=3, eig_async=True, weight_damping=1e-3,
+                g_blocks=[(scale, lambda g, p: g)], extra_params=[])
+
+
+def _resume_update(net, scale, kfac, t):
+    g = torch.Generator().manual_seed(100 + t)
+    x, w = torch.randn(8, 1, 6, 6, dtype=D, generator=g), torch.randn(8, 3, dtype=D, generator=g)
+    with kfac.capture():
+        kfac.fisher_backward(per_sample_loss(net(x) * scale.exp(), w).mean())
+    net.zero_grad()
+    scale.grad = None
+    per_sample_loss(net(x) * scale.exp(), w).pow(2).mean().backward()
+    kfac.step()
+
+
+def test_checkpoint_resume_continues_exactly_as_the_uninterrupted_run():
+    """Save mid-run (with a background eigendecomposition in flight), load into a fresh network and optimizer
+    through torch.save / torch.load(weights_only=True), continue: parameters, factors, statistics counts and
+    eigendecompositions equal the run that was never interrupted, for conv, linear, separate-bias (Gb) and
+    G-only blocks."""
+    import io
+
+    ref_net, ref_scale = _resume_net()
+    ref = _resume_kfac(ref_net, ref_scale)
+    net, scale = _resume_net()
+    kfac = _resume_kfac(net, scale)
+    for t in range(5):
+        _resume_update(ref_net, ref_scale, ref, t)
+        _resume_update(net, scale, kfac, t)
+    buf = io.BytesIO()
+    torch.save({"net": net.state_dict(), "scale": scale.detach(), "opt": kfac.state_dict()}, buf)
+    buf.seek(0)
+    ck = torch.load(buf, weights_only=True)
+    net2, scale2 = _resume_net()
+    net2.load_state_dict(ck["net"])
+    with torch.no_grad():
+        scale2.copy_(ck["scale"])
+    k2 = _resume_kfac(net2, scale2)
+    k2.load_state_dict(ck["opt"])
+    for t in range(5, 9):
+        _resume_update(ref_net, ref_scale, ref, t)
+        _resume_update(net2, scale2, k2, t)
+    for a, b in zip(list(ref_net.parameters()) + [ref_scale], list(net2.parameters()) + [scale2]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert k2.steps == ref.steps == 9
+    for a, b in zip(ref._blocks(), k2._blocks()):
+        assert a.n_stats == b.n_stats == 9
+        for name in ("A", "G", "Gb"):
+            if getattr(a, name, None) is not None:
+                torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=0, atol=0)
+        for name, (d, Q) in a.eig.items():
+            torch.testing.assert_close(b.eig[name][0], d, rtol=0, atol=0)
+    assert ref.layers[0].Gb is not None and ref.gblocks[0].G is not None
+
+
+def test_g_only_block_statistics_average_plainly_from_the_first_batch():
+    model = nn.Linear(2, 2).to(D)
+    p = nn.Parameter(torch.tensor([0.3, -0.2], dtype=D))
+    kfac = KFAC(model, stats_accum=5, g_blocks=[(p, lambda g, q: g)])
+    vs = []
+    for t in range(3):
+        x = torch.randn(4, 2, dtype=D)
+        with kfac.capture():
+            loss = (model(x) * p).pow(2).sum(1).mean() * (t + 1)
+            kfac.fisher_backward(loss)
+        vs.append(torch.autograd.grad((model(x) * p).pow(2).sum(1).mean() * (t + 1), p)[0].detach())
+    torch.testing.assert_close(kfac.gblocks[0].G, sum(torch.outer(v, v) for v in vs) / 3)
+    assert kfac.gblocks[0].n_stats == 3
+
+
+def test_stats_every_and_unsupported_convolutions():
+    from algorithms.kfac import conv_patches
+
+    kfac = KFAC(nn.Linear(2, 2), stats_every=3)
+    seen = []
+    for s in range(7):
+        kfac.steps = s
+        seen.append(kfac.wants_stats())
+    assert seen == [True, False, False, True, False, False, True]
+    x = torch.randn(1, 2, 5, 5)
+    for conv in (nn.Conv2d(2, 3, 3, padding="same"), nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect")):
+        with pytest.raises(NotImplementedError, match="^K-FAC supports Conv2d with explicit zero padding$"):
+            conv_patches(x, conv)
+
+
+def test_rank_deficient_factors_clamp_to_zero_and_weight_damping_adds_to_weight_blocks_only():
+    """Fewer samples than inputs: A has (numerically) zero eigenvalues, clamped to 0 below eig_eps, so the
+    preconditioned gradient is the dense solve with (A kron G + (damping + weight_damping) I) on the weight block,
+    and (G_b + damping I) on the separate bias block."""
+    torch.manual_seed(1)
+    model = nn.Linear(6, 3).to(D)
+    kfac = KFAC(model, eig_eps=1e-6, weight_damping=0.02, damping=0.01, cold_iters=0, eig_async=False)
+    x = torch.randn(2, 6, dtype=D)
+    with kfac.capture():
+        kfac.fisher_backward((model(x) * torch.randn(2, 3, dtype=D)).sum(1).mean())
+    layer = kfac.layers[0]
+    kfac._install(_eigendecompose(kfac._factors(), kfac.eig_eps, 0))
+    dA = layer.eig["A"][0]
+    assert (dA == 0).sum() == 4 and torch.linalg.eigvalsh(layer.A).abs()[:4].max() < 1e-6
+    (d, _), = [e["A"] for e in _eigendecompose([{"A": torch.diag(torch.tensor([1e-6, 1.0, 5e-7], dtype=D))}], 1e-6, 0)]
+    assert d.tolist() == [0.0, 1e-6, 1.0]            # below eig_eps clamped; eig_eps itself kept
+    g = torch.randn(3, 6, dtype=D)
+    dense = torch.kron(layer.G, layer.A) + 0.03 * torch.eye(18, dtype=D)
+    torch.testing.assert_close(kfac.precondition(layer, g), torch.linalg.solve(dense, g.reshape(-1)).reshape(3, 6),
+                               rtol=1e-7, atol=1e-9)
+    gb = torch.randn(3, dtype=D)
+    torch.testing.assert_close(kfac.precondition_g(layer.eig["Gb"], gb),
+                               torch.linalg.solve(layer.Gb + 0.01 * torch.eye(3, dtype=D), gb), rtol=1e-8, atol=1e-10)
+
+
+def test_eigendecomposition_failures_name_the_update(monkeypatch):
+    from algorithms.kfac import EigendecompositionError
+
+    real = torch.linalg.eigh
+    M = torch.eye(3, dtype=D)
+
+    def nan_vectors(A):                  # finite eigenvalues, non-finite vectors in float32: retried in float64
+        d, Q = real(A)
+        return (d, Q * float("nan")) if A.dtype == torch.float32 else (d, Q)
+
+    monkeypatch.setattr(torch.linalg, "eigh", nan_vectors)
+    d, Q = _eigh(M.float())
+    assert torch.isfinite(Q).all() and Q.dtype == torch.float32
+
+    monkeypatch.setattr(torch.linalg, "eigh", lambda A: (torch.full((3,), float("nan"), dtype=A.dtype), A))
+    with pytest.raises(EigendecompositionError, match="^non-finite K-FAC factor eigenvalues at update 7$"):
+        _eigendecompose([{"A": M}], 1e-6, 7)
+
+    def broken(A):
+        raise RuntimeError("did not converge")
+
+    monkeypatch.setattr(torch.linalg, "eigh", broken)
+    with pytest.raises(EigendecompositionError,
+                       match="^eigendecomposition of a K-FAC factor failed at update 7: did not converge$"):
+        _eigendecompose([{"A": M}], 1e-6, 7)
+    # in the background thread: the error names the update whose factors were decomposed
+    model = nn.Linear(2, 2).to(D)
+    kfac = KFAC(model, cold_iters=2, eig_async=True)
+    for _ in range(3):
+        with kfac.capture():
+            kfac.fisher_backward(model(torch.randn(4, 2, dtype=D)).pow(2).sum())
+        model.zero_grad()
+        model(torch.randn(4, 2, dtype=D)).sum().backward()
+        if kfac.steps < 2:
+            kfac.step()
+    with pytest.raises(EigendecompositionError, match="failed at update 2: did not converge$"):
+        kfac.step()
