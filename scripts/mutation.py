@@ -30,10 +30,10 @@ WORK = ROOT / ".mutation"
 REPORT = ROOT / "results" / "mutation"
 # the test modules that exercise each core file in-process (mutmut records which tests reach which function)
 TESTS = {
-    "algorithms/kfac.py": ["tests/test_kfac.py", "tests/test_acktr_reference.py"],
-    "algorithms/acktr.py": ["tests/test_acktr_reference.py", "tests/test_onpolicy.py"],
+    "algorithms/kfac.py": ["tests/test_kfac.py", "tests/test_acktr_reference.py", "tests/test_actor_critic_exact.py"],
+    "algorithms/acktr.py": ["tests/test_actor_critic_exact.py", "tests/test_acktr_reference.py", "tests/test_onpolicy.py"],
     "algorithms/acktr_cont.py": ["tests/test_acktr_reference.py", "tests/test_onpolicy.py"],
-    "algorithms/a2c.py": ["tests/test_onpolicy.py", "tests/test_acktr_reference.py"],
+    "algorithms/a2c.py": ["tests/test_actor_critic_exact.py", "tests/test_onpolicy.py", "tests/test_acktr_reference.py"],
     "algorithms/rollout.py": ["tests/test_rollout.py"],
     "algorithms/lookahead.py": ["tests/test_lookahead.py"],
     "algorithms/reversible_bptt.py": ["tests/test_revrnn.py", "tests/test_translate.py"],

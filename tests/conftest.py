@@ -66,3 +66,12 @@ def run_cli(*args, cwd=ROOT, timeout=600, env=None, check=False):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def pytest_runtest_logreport(report):
+    """BA_TEST_TIMES=<file>: append "seconds outcome nodeid" for every test phase as it finishes (a record that
+    survives an interrupted run, to find the slow tests)."""
+    path = os.environ.get("BA_TEST_TIMES")
+    if path and (report.when == "call" or report.outcome != "passed"):
+        with open(path, "a") as f:
+            f.write(f"{report.duration:.2f} {report.when}:{report.outcome} {report.nodeid}\n")

@@ -252,8 +252,11 @@ def test_checkpoint_resume_continues_exactly_as_the_uninterrupted_run():
     for t in range(5, 9):
         _resume_update(ref_net, ref_scale, ref, t)
         _resume_update(net2, scale2, k2, t)
-    for a, b in zip(list(ref_net.parameters()) + [ref_scale], list(net2.parameters()) + [scale2]):
+        _resume_update(net, scale, kfac, t)     # the run that saved goes on too, unchanged by saving
+    for a, b, c in zip(list(ref_net.parameters()) + [ref_scale], list(net2.parameters()) + [scale2],
+                       list(net.parameters()) + [scale]):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+        torch.testing.assert_close(a, c, rtol=0, atol=0)
     assert k2.steps == ref.steps == 9
     for a, b in zip(ref._blocks(), k2._blocks()):
         assert a.n_stats == b.n_stats == 9
@@ -357,3 +360,25 @@ def test_eigendecomposition_failures_name_the_update(monkeypatch):
             kfac.step()
     with pytest.raises(EigendecompositionError, match="failed at update 2: did not converge$"):
         kfac.step()
+
+
+def test_cell_path_taken_exactly_where_it_is_exact():
+    """The cell-grid A factor (a speed-up) is used only for a zero-padded, undilated, ungrouped conv with a bias
+    whose stride divides its kernel in each direction: the Atari convolutions take it; every other conv takes the
+    unfold path, and both paths give the naive patch factor."""
+    from algorithms.kfac import _cells_apply, _Layer, conv_patches, input_factor
+
+    fast = [nn.Conv2d(4, 8, 8, 4), nn.Conv2d(4, 8, 4, 2), nn.Conv2d(4, 8, 3, 1), nn.Conv2d(2, 3, (4, 2), (2, 1))]
+    slow = [nn.Conv2d(4, 8, 3, 2), nn.Conv2d(4, 8, (3, 4), 2), nn.Conv2d(4, 8, (3, 2), (2, 1)),
+            nn.Conv2d(4, 8, (2, 3), (1, 2)), nn.Conv2d(4, 8, (4, 3), (3, 2)), nn.Conv2d(4, 8, 3, dilation=2),
+            nn.Conv2d(4, 8, 3, dilation=(2, 1)), nn.Conv2d(4, 8, 3, dilation=(1, 2)), nn.Conv2d(4, 8, 3, groups=2),
+            nn.Conv2d(4, 8, 3, bias=False), nn.Conv2d(4, 8, 3, padding=1, padding_mode="circular")]
+    assert [_cells_apply(c) for c in fast] == [True] * len(fast)
+    assert [_cells_apply(c) for c in slow] == [False] * len(slow)
+    x = torch.randn(2, 4, 12, 12, dtype=D)
+    for conv in [nn.Conv2d(4, 3, (3, 4), 2), nn.Conv2d(4, 3, (3, 2), (2, 1)), nn.Conv2d(4, 3, (4, 2), (2, 1))]:
+        conv = conv.to(D)
+        p = conv_patches(x, conv)
+        a = torch.cat([p.reshape(-1, p.shape[-1]), torch.ones(p.shape[0] * p.shape[1], 1, dtype=D)], 1)
+        torch.testing.assert_close(input_factor(_Layer(conv, "homogeneous"), x), a.t() @ a / (2 * p.shape[1] ** 2),
+                                   rtol=1e-10, atol=1e-12)

@@ -1,0 +1,187 @@
+"""ACKTR's and A2C's updates written out by hand, in float64: the Fisher losses' per-example gradients (seeded, so
+the noise and the sampled actions are known), one whole ACKTR update against K-FAC driven by hand, one whole A2C
+update against a written-out loss, clipping and TensorFlow RMSProp step, and the defaults pinned to the reference
+(OpenAI baselines' run_atari / a2c.py / acktr.py / kfac.py, as read in results/acktr/README.md)."""
+import inspect
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Categorical
+
+from algorithms.a2c import A2C, RMSpropTF, actor_critic_loss
+from algorithms.acktr import ACKTR, fisher_loss, policy_fisher_loss, value_fisher_loss
+from algorithms.kfac import KFAC
+
+D = torch.float64
+
+
+class TinyActorCritic(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.torso, self.pi, self.v = nn.Linear(3, 5), nn.Linear(5, 4), nn.Linear(5, 1)
+
+    def forward(self, obs):
+        h = torch.tanh(self.torso(obs))
+        return Categorical(logits=self.pi(h)), self.v(h).squeeze(-1)
+
+
+def _batch(B=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(B, 3, dtype=D, generator=g), torch.randint(0, 4, (B,), generator=g),
+            torch.randn(B, dtype=D, generator=g), torch.randn(B, dtype=D, generator=g))
+
+
+def _model(seed=1):
+    torch.manual_seed(seed)
+    return TinyActorCritic().to(D)
+
+
+def test_fisher_loss_gradients_per_example():
+    """value: d/dv of -c mean((v - stop_grad(v + n))^2) = 2 c n / B; policy: d/dlogits of mean log p(a) =
+    (onehot(a) - p) / B, with the rollout's actions or fresh samples; the total is their sum (sample, then noise)."""
+    B = 7
+    v = torch.randn(B, dtype=D, requires_grad=True)
+    torch.manual_seed(11)
+    loss = value_fisher_loss(v, 0.7)
+    torch.manual_seed(11)
+    n = torch.randn(B, dtype=D)
+    torch.testing.assert_close(torch.autograd.grad(loss, v)[0], 2 * 0.7 * n / B, rtol=1e-13, atol=0)
+    torch.testing.assert_close(loss.detach(), -0.7 * (n * n).mean(), rtol=1e-13, atol=0)
+
+    logits = torch.randn(B, 4, dtype=D, requires_grad=True)
+    p = logits.detach().softmax(-1)
+    a = torch.randint(0, 4, (B,))
+    g = torch.autograd.grad(policy_fisher_loss(Categorical(logits=logits), a), logits)[0]
+    torch.testing.assert_close(g, (F.one_hot(a, 4).to(D) - p) / B, rtol=1e-12, atol=1e-15)
+    torch.manual_seed(12)
+    g = torch.autograd.grad(policy_fisher_loss(Categorical(logits=logits)), logits)[0]
+    torch.manual_seed(12)
+    a_new = Categorical(logits=logits.detach()).sample()
+    torch.testing.assert_close(g, (F.one_hot(a_new, 4).to(D) - p) / B, rtol=1e-12, atol=1e-15)
+
+    for actions in (a, None):
+        torch.manual_seed(13)
+        gl, gv = torch.autograd.grad(fisher_loss(Categorical(logits=logits), v, 0.3, actions), (logits, v))
+        torch.manual_seed(13)
+        drawn = Categorical(logits=logits.detach()).sample() if actions is None else a
+        n = torch.randn(B, dtype=D)
+        torch.testing.assert_close(gl, (F.one_hot(drawn, 4).to(D) - p) / B, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(gv, 2 * 0.3 * n / B, rtol=1e-13, atol=0)
+
+
+def _a2c_loss_by_hand(model, obs, actions, returns, adv, vf_coef, ent_coef, vf_loss_scale):
+    logits = model.pi(torch.tanh(model.torso(obs)))
+    v = model.v(torch.tanh(model.torso(obs))).squeeze(-1)
+    logp_all = logits.log_softmax(-1)
+    logp = logp_all.gather(1, actions[:, None]).squeeze(1)
+    ent = -(logp_all.exp() * logp_all).sum(-1).mean()
+    pg, vf = -(adv * logp).mean(), vf_loss_scale * ((returns - v) ** 2).mean()
+    return pg + vf_coef * vf - ent_coef * ent, pg, vf, ent
+
+
+@pytest.mark.parametrize("fisher_actions", ["rollout", "sample"])
+def test_acktr_update_is_kfac_driven_by_hand(fisher_actions):
+    """Two ACKTR updates equal: lr set from the schedule, the Fisher backward of the written-out Fisher loss inside
+    capture(), the A2C loss written out with vf_coef, ent_coef and vf_loss_scale, then K-FAC's step; and the info."""
+    kw = dict(total_updates=4, steps_per_update=6, lr=0.3, vf_coef=0.4, ent_coef=0.05, vf_fisher_coef=0.6,
+              vf_loss_scale=0.5)
+    kfac_kw = dict(cold_iters=1, eig_async=False, kl_clip=0.01, momentum=0.5)
+    m1, m2 = _model(), _model()
+    algo = ACKTR(m1, fisher_actions=fisher_actions, **kw, **kfac_kw)
+    opt = KFAC(m2, lr=0.3, **kfac_kw)
+    for k in range(2):
+        obs, actions, returns, adv = _batch(seed=k)
+        torch.manual_seed(100 + k)
+        info = algo.update(obs, actions, returns, adv)
+
+        lr = 0.3 * (1 - ((k + 1) * 6 - 1) / 24)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        torch.manual_seed(100 + k)
+        with opt.capture():
+            h = torch.tanh(m2.torso(obs))
+            logits, v = m2.pi(h), m2.v(h).squeeze(-1)
+            a = actions if fisher_actions == "rollout" else Categorical(logits=logits).sample()
+            n = torch.randn_like(v)
+            opt.fisher_backward(logits.log_softmax(-1).gather(1, a[:, None]).mean()
+                                - 0.6 * ((v - (v + n).detach()) ** 2).mean())
+        loss, pg, vf, ent = _a2c_loss_by_hand(m2, obs, actions, returns, adv, 0.4, 0.05, 0.5)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+        for p1, p2 in zip(m1.parameters(), m2.parameters()):
+            torch.testing.assert_close(p1, p2, rtol=1e-12, atol=1e-14)
+        assert algo.updates == k + 1
+        assert info["lr"] == pytest.approx(lr, rel=1e-12)
+        assert float(info["loss/total"]) == pytest.approx(loss.item(), rel=1e-12)
+        assert float(info["loss/policy"]) == pytest.approx(pg.item(), rel=1e-12)
+        assert float(info["loss/value"]) == pytest.approx(vf.item(), rel=1e-12)
+        assert float(info["entropy"]) == pytest.approx(ent.item(), rel=1e-12)
+        assert info["kfac/cold"] == float(k == 0)
+        if k == 1:
+            assert info["kfac/kl_quadratic"] == pytest.approx(opt.last["kl_predicted"], rel=1e-9)
+            assert info["kfac/trust_scale"] == pytest.approx(opt.last["trust_scale"], rel=1e-9)
+    with pytest.raises(ValueError, match=r"^fisher_actions must be one of \('rollout', 'sample'\), got 'x'$"):
+        ACKTR(_model(), total_updates=1, fisher_actions="x")
+
+
+@pytest.mark.parametrize("rmsprop", ["tf", "torch"])
+def test_a2c_update_written_out(rmsprop):
+    """Two A2C updates equal the loss written out, its gradient clipped to global norm max_grad_norm, then
+    TensorFlow's RMSProp (accumulator from 1, eps inside the root) or torch's (from 0, eps outside)."""
+    m1, m2 = _model(), _model()
+    algo = A2C(m1, total_updates=5, steps_per_update=6, lr=0.01, alpha=0.9, eps=1e-3, vf_coef=0.3, ent_coef=0.02,
+               max_grad_norm=0.05, vf_loss_scale=0.5, rmsprop=rmsprop)
+    ms = [torch.full_like(p, 1.0 if rmsprop == "tf" else 0.0) for p in m2.parameters()]
+    for k in range(2):
+        obs, actions, returns, adv = _batch(seed=k)
+        info = algo.update(obs, actions, returns, adv)
+        lr = 0.01 * (1 - ((k + 1) * 6 - 1) / 30)
+        loss, pg, vf, ent = _a2c_loss_by_hand(m2, obs, actions, returns, adv, 0.3, 0.02, 0.5)
+        grads = torch.autograd.grad(loss, list(m2.parameters()))
+        norm = torch.sqrt(sum((g * g).sum() for g in grads))
+        grads = [g * min(1.0, 0.05 / (norm.item() + 1e-6)) for g in grads]
+        with torch.no_grad():
+            for p, g, s in zip(m2.parameters(), grads, ms):
+                s.mul_(0.9).add_(0.1 * g * g)
+                p -= lr * g / (torch.sqrt(s + 1e-3) if rmsprop == "tf" else torch.sqrt(s) + 1e-3)
+        for p1, p2 in zip(m1.parameters(), m2.parameters()):
+            torch.testing.assert_close(p1, p2, rtol=1e-10, atol=1e-13)
+        assert algo.updates == k + 1 and norm.item() > 0.05       # clipping was active
+        assert float(info["grad_norm"]) == pytest.approx(norm.item(), rel=1e-10)
+        assert info["lr"] == pytest.approx(lr, rel=1e-12)
+        assert float(info["loss/total"]) == pytest.approx(loss.item(), rel=1e-12)
+        assert [float(info[k]) for k in ("loss/policy", "loss/value", "entropy")] == pytest.approx(
+            [pg.item(), vf.item(), ent.item()], rel=1e-12)
+    with pytest.raises(ValueError, match=r"^rmsprop must be one of \('tf', 'torch'\), got 'adam'$"):
+        A2C(_model(), total_updates=1, rmsprop="adam")
+
+
+def _defaults(f):
+    return {k: p.default for k, p in inspect.signature(f).parameters.items() if p.default is not inspect._empty}
+
+
+def test_defaults_are_the_references():
+    """baselines' Atari ACKTR (acktr.py, kfac.py): lr 0.25, vf_coef 0.5, ent_coef 0.01, vf_fisher_coef 1.0, momentum
+    0.9, stats_decay 0.99, epsilon (damping) 0.01, clip_kl 0.001, kfac_update 1, async eigendecompositions, cold_iter
+    10 (11 cold steps), stats_accum_iter = cold_iter, cold_lr = lr, max_grad_norm 0.5 in the cold phase only; A2C
+    (a2c.py): lr 7e-4, alpha 0.99, epsilon 1e-5, vf_coef 0.5, ent_coef 0.01, max_grad_norm 0.5, linear decay."""
+    assert _defaults(ACKTR) == dict(steps_per_update=1, lr=0.25, vf_coef=0.5, ent_coef=0.01, vf_fisher_coef=1.0,
+                                    vf_loss_scale=1.0, lr_decay=True, fisher_actions="rollout")
+    assert _defaults(KFAC) == dict(lr=0.25, momentum=0.9, stat_decay=0.99, damping=0.01, kl_clip=0.001,
+                                   eig_every=1, eig_async=True, stats_every=1, stats_accum=10, cold_iters=11,
+                                   cold_lr_scale=1.0, cold_max_grad_norm=0.5, eig_eps=1e-6, weight_damping=0.0,
+                                   bias_mode="separate", g_blocks=None, extra_params=None)
+    assert _defaults(A2C) == dict(steps_per_update=1, lr=7e-4, alpha=0.99, eps=1e-5, vf_coef=0.5, ent_coef=0.01,
+                                  max_grad_norm=0.5, lr_decay=True, vf_loss_scale=1.0, rmsprop="tf")
+    assert _defaults(RMSpropTF) == dict(lr=7e-4, alpha=0.99, eps=1e-5)
+    assert _defaults(actor_critic_loss) == dict(vf_loss_scale=1.0)
+    # what the constructors pass on
+    algo = ACKTR(_model(), total_updates=3)
+    assert (algo.opt.param_groups[0]["lr"], algo.opt.param_groups[0]["momentum"]) == (0.25, 0.9)
+    a2c = A2C(_model(), total_updates=3)
+    assert isinstance(a2c.opt, RMSpropTF) and a2c.opt.defaults == dict(lr=7e-4, alpha=0.99, eps=1e-5)
+    assert isinstance(A2C(_model(), total_updates=3, rmsprop="torch").opt, torch.optim.RMSprop)
