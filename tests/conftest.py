@@ -8,6 +8,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# pytest -n 2 on 2 cores: one torch thread in each worker and in each run it starts (BA_TEST_THREADS to change);
+# two threads per worker beside the other worker's oversubscribe the cores, and OpenMP's spinning makes that slow.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("BA_TEST_THREADS", "1"))
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 
 _SERVER = None   # this process's fork server (tests/forkserver.py), started on first use
 

@@ -81,22 +81,27 @@ def _a2c_loss_by_hand(model, obs, actions, returns, adv, vf_coef, ent_coef, vf_l
     return pg + vf_coef * vf - ent_coef * ent, pg, vf, ent
 
 
-@pytest.mark.parametrize("fisher_actions", ["rollout", "sample"])
-def test_acktr_update_is_kfac_driven_by_hand(fisher_actions):
+ACKTR_SET = dict(lr=0.3, vf_coef=0.4, ent_coef=0.05, vf_fisher_coef=0.6, vf_loss_scale=0.5)
+ACKTR_REF = dict(lr=0.25, vf_coef=0.5, ent_coef=0.01, vf_fisher_coef=1.0, vf_loss_scale=1.0)   # baselines'
+
+
+@pytest.mark.parametrize("fisher_actions,defaults", [("rollout", False), ("sample", False), ("rollout", True)])
+def test_acktr_update_is_kfac_driven_by_hand(fisher_actions, defaults):
     """Two ACKTR updates equal: lr set from the schedule, the Fisher backward of the written-out Fisher loss inside
-    capture(), the A2C loss written out with vf_coef, ent_coef and vf_loss_scale, then K-FAC's step; and the info."""
-    kw = dict(total_updates=4, steps_per_update=6, lr=0.3, vf_coef=0.4, ent_coef=0.05, vf_fisher_coef=0.6,
-              vf_loss_scale=0.5)
-    kfac_kw = dict(cold_iters=1, eig_async=False, kl_clip=0.01, momentum=0.5)
+    capture(), the A2C loss written out with vf_coef, ent_coef and vf_loss_scale, then K-FAC's step; the same
+    factors; and the info. With every default, the written-out side uses baselines' values."""
+    c = ACKTR_REF if defaults else ACKTR_SET
+    kfac_kw = {} if defaults else dict(cold_iters=1, eig_async=False, kl_clip=0.01, momentum=0.5)
     m1, m2 = _model(), _model()
-    algo = ACKTR(m1, fisher_actions=fisher_actions, **kw, **kfac_kw)
-    opt = KFAC(m2, lr=0.3, **kfac_kw)
+    algo = ACKTR(m1, total_updates=4, steps_per_update=6, **({} if defaults else dict(ACKTR_SET, **kfac_kw)),
+                 **({} if fisher_actions == "rollout" and defaults else {"fisher_actions": fisher_actions}))
+    opt = KFAC(m2, lr=c["lr"], **kfac_kw)
     for k in range(2):
         obs, actions, returns, adv = _batch(seed=k)
         torch.manual_seed(100 + k)
         info = algo.update(obs, actions, returns, adv)
 
-        lr = 0.3 * (1 - ((k + 1) * 6 - 1) / 24)
+        lr = c["lr"] * (1 - ((k + 1) * 6 - 1) / 24)
         for g in opt.param_groups:
             g["lr"] = lr
         torch.manual_seed(100 + k)
@@ -106,51 +111,73 @@ def test_acktr_update_is_kfac_driven_by_hand(fisher_actions):
             a = actions if fisher_actions == "rollout" else Categorical(logits=logits).sample()
             n = torch.randn_like(v)
             opt.fisher_backward(logits.log_softmax(-1).gather(1, a[:, None]).mean()
-                                - 0.6 * ((v - (v + n).detach()) ** 2).mean())
-        loss, pg, vf, ent = _a2c_loss_by_hand(m2, obs, actions, returns, adv, 0.4, 0.05, 0.5)
+                                - c["vf_fisher_coef"] * ((v - (v + n).detach()) ** 2).mean())
+        loss, pg, vf, ent = _a2c_loss_by_hand(m2, obs, actions, returns, adv, c["vf_coef"], c["ent_coef"],
+                                              c["vf_loss_scale"])
         opt.zero_grad()
         loss.backward()
         opt.step()
 
         for p1, p2 in zip(m1.parameters(), m2.parameters()):
             torch.testing.assert_close(p1, p2, rtol=1e-12, atol=1e-14)
+        for l1, l2 in zip(algo.opt.layers, opt.layers):
+            for name in ("A", "G", "Gb"):
+                torch.testing.assert_close(getattr(l1, name), getattr(l2, name), rtol=1e-12, atol=1e-15)
         assert algo.updates == k + 1
         assert info["lr"] == pytest.approx(lr, rel=1e-12)
         assert float(info["loss/total"]) == pytest.approx(loss.item(), rel=1e-12)
         assert float(info["loss/policy"]) == pytest.approx(pg.item(), rel=1e-12)
         assert float(info["loss/value"]) == pytest.approx(vf.item(), rel=1e-12)
         assert float(info["entropy"]) == pytest.approx(ent.item(), rel=1e-12)
-        assert info["kfac/cold"] == float(k == 0)
-        if k == 1:
+        assert info["kfac/cold"] == float(k < opt.cold_iters)
+        if k >= opt.cold_iters:
             assert info["kfac/kl_quadratic"] == pytest.approx(opt.last["kl_predicted"], rel=1e-9)
             assert info["kfac/trust_scale"] == pytest.approx(opt.last["trust_scale"], rel=1e-9)
     with pytest.raises(ValueError, match=r"^fisher_actions must be one of \('rollout', 'sample'\), got 'x'$"):
         ACKTR(_model(), total_updates=1, fisher_actions="x")
 
 
-@pytest.mark.parametrize("rmsprop", ["tf", "torch"])
+A2C_SET = dict(lr=0.01, alpha=0.9, eps=1e-3, vf_coef=0.3, ent_coef=0.02, max_grad_norm=0.05, vf_loss_scale=0.5)
+A2C_REF = dict(lr=7e-4, alpha=0.99, eps=1e-5, vf_coef=0.5, ent_coef=0.01, max_grad_norm=0.5, vf_loss_scale=1.0)
+
+
+@pytest.mark.parametrize("rmsprop", ["tf", "torch", "defaults"])
 def test_a2c_update_written_out(rmsprop):
     """Two A2C updates equal the loss written out, its gradient clipped to global norm max_grad_norm, then
-    TensorFlow's RMSProp (accumulator from 1, eps inside the root) or torch's (from 0, eps outside)."""
+    TensorFlow's RMSProp (accumulator from 1, eps inside the root) or torch's (from 0, eps outside); with every
+    default, baselines' values. A third update after a checkpoint round trip equals the uninterrupted one."""
+    import copy
+    import io
+
+    c = A2C_REF if rmsprop == "defaults" else A2C_SET
+    kind = "tf" if rmsprop == "defaults" else rmsprop
     m1, m2 = _model(), _model()
-    algo = A2C(m1, total_updates=5, steps_per_update=6, lr=0.01, alpha=0.9, eps=1e-3, vf_coef=0.3, ent_coef=0.02,
-               max_grad_norm=0.05, vf_loss_scale=0.5, rmsprop=rmsprop)
-    ms = [torch.full_like(p, 1.0 if rmsprop == "tf" else 0.0) for p in m2.parameters()]
-    for k in range(2):
+    algo = A2C(m1, total_updates=5, steps_per_update=6, **({} if rmsprop == "defaults" else dict(A2C_SET, rmsprop=kind)))
+    ms = [torch.full_like(p, 1.0 if kind == "tf" else 0.0) for p in m2.parameters()]
+    for k in range(3):
         obs, actions, returns, adv = _batch(seed=k)
+        if k == 2:      # resume from a checkpoint written through torch.save, loaded with weights_only=True
+            buf = io.BytesIO()
+            torch.save(algo.state_dict(), buf)
+            buf.seek(0)
+            m1 = copy.deepcopy(m1)
+            algo = A2C(m1, total_updates=5, steps_per_update=6,
+                       **({} if rmsprop == "defaults" else dict(A2C_SET, rmsprop=kind)))
+            algo.load_state_dict(torch.load(buf, weights_only=True))
         info = algo.update(obs, actions, returns, adv)
-        lr = 0.01 * (1 - ((k + 1) * 6 - 1) / 30)
-        loss, pg, vf, ent = _a2c_loss_by_hand(m2, obs, actions, returns, adv, 0.3, 0.02, 0.5)
+        lr = c["lr"] * (1 - ((k + 1) * 6 - 1) / 30)
+        loss, pg, vf, ent = _a2c_loss_by_hand(m2, obs, actions, returns, adv, c["vf_coef"], c["ent_coef"],
+                                              c["vf_loss_scale"])
         grads = torch.autograd.grad(loss, list(m2.parameters()))
         norm = torch.sqrt(sum((g * g).sum() for g in grads))
-        grads = [g * min(1.0, 0.05 / (norm.item() + 1e-6)) for g in grads]
+        grads = [g * min(1.0, c["max_grad_norm"] / (norm.item() + 1e-6)) for g in grads]
         with torch.no_grad():
             for p, g, s in zip(m2.parameters(), grads, ms):
-                s.mul_(0.9).add_(0.1 * g * g)
-                p -= lr * g / (torch.sqrt(s + 1e-3) if rmsprop == "tf" else torch.sqrt(s) + 1e-3)
+                s.mul_(c["alpha"]).add_((1 - c["alpha"]) * g * g)
+                p -= lr * g / (torch.sqrt(s + c["eps"]) if kind == "tf" else torch.sqrt(s) + c["eps"])
         for p1, p2 in zip(m1.parameters(), m2.parameters()):
             torch.testing.assert_close(p1, p2, rtol=1e-10, atol=1e-13)
-        assert algo.updates == k + 1 and norm.item() > 0.05       # clipping was active
+        assert algo.updates == k + 1 and norm.item() > c["max_grad_norm"]      # clipping was active
         assert float(info["grad_norm"]) == pytest.approx(norm.item(), rel=1e-10)
         assert info["lr"] == pytest.approx(lr, rel=1e-12)
         assert float(info["loss/total"]) == pytest.approx(loss.item(), rel=1e-12)

@@ -60,7 +60,7 @@ def wait_for(path: Path, lines: int = 1, timeout: float = 120):
 def interrupted_run(tmp_path):
     """A fast-weights run stopped by SIGTERM after a few checkpoints: (run dir, the printed resume command)."""
     run = tmp_path / "run"
-    proc = popen([*FW, "train.steps=4000", "checkpoint.every=20", "threads=1", f"data.root={tmp_path}/data",
+    proc = popen([*FW, "train.steps=800", "checkpoint.every=20", "threads=1", f"data.root={tmp_path}/data",
                   f"hydra.run.dir={run}"])
     wait_for(run / "metrics.jsonl", 3)
     proc.send_signal(signal.SIGTERM)
@@ -287,7 +287,7 @@ def test_ctrl_c_is_acknowledged_at_once(tmp_path):
 def test_sweep_job_resumes_with_the_exact_printed_command(tmp_path):
     """The folder of a sweep job holds '=' and ','; the printed resume line must work as printed."""
     sweep = tmp_path / "sw"
-    proc = popen(["-m", *FW, "seed=0,1", "train.steps=4000", "checkpoint.every=20", "threads=1",
+    proc = popen(["-m", *FW, "seed=0,1", "train.steps=800", "checkpoint.every=20", "threads=1",
                   f"data.root={tmp_path}/data", f"hydra.sweep.dir={sweep}"])
     wait_for(next(iter(_poll_glob(sweep, "*seed=0*/metrics.jsonl"))), 3)
     proc.send_signal(signal.SIGTERM)
@@ -300,7 +300,7 @@ def test_sweep_job_resumes_with_the_exact_printed_command(tmp_path):
     p = run_cli(*argv[2:])
     assert p.returncode == 0, p.stderr
     (done,) = [d for d in sweep.iterdir() if (d / "summary.json").exists()]
-    assert "seed=0" in done.name and json.loads((done / "summary.json").read_text())["train/steps"] == 4000
+    assert "seed=0" in done.name and json.loads((done / "summary.json").read_text())["train/steps"] == 800
 
 
 def _poll_glob(folder: Path, pattern: str, timeout: float = 120):
@@ -338,7 +338,7 @@ def test_resume_auto_on_a_rerun_sweep_does_only_what_is_left(tmp_path, launcher)
     """A sweep without hydra.sweep.dir, interrupted, then the same command with resume=auto: the same
     (command-derived) folder, finished jobs skipped, interrupted ones resumed from their checkpoints."""
     write_all(tmp_path / "data")
-    args = ["-m", "experiment=fastweights_retrieval", "smoke=true", "seed=0,1", "train.steps=3000",
+    args = ["-m", "experiment=fastweights_retrieval", "smoke=true", "seed=0,1", "train.steps=800",
             "checkpoint.every=20", f"launcher={launcher}", "threads=1", *QUIET]
     proc = popen(args, cwd=tmp_path, start_new_session=True)
     (first,) = _poll_glob(tmp_path, "multirun/*/*/*seed=0*/checkpoint.pt")   # a periodic checkpoint exists
@@ -349,7 +349,7 @@ def test_resume_auto_on_a_rerun_sweep_does_only_what_is_left(tmp_path, launcher)
     sweep = first.parent.parent
     stopped = {d.name: torch.load(d / "checkpoint.pt", weights_only=True)["step"]
                for d in sweep.iterdir() if (d / "checkpoint.pt").exists() and not (d / "summary.json").exists()}
-    assert stopped and all(0 < s < 3000 for s in stopped.values())
+    assert stopped and all(0 < s < 800 for s in stopped.values())
     p = run_cli(*args, cwd=tmp_path)              # a fresh sweep on top of it is refused
     assert "add resume=auto" in one_error_line(p)
     p = run_cli(*args, "resume=auto", cwd=tmp_path, timeout=600)
@@ -359,8 +359,8 @@ def test_resume_auto_on_a_rerun_sweep_does_only_what_is_left(tmp_path, launcher)
     for name, step in stopped.items():
         rows = [json.loads(x) for x in (sweep / name / "metrics.jsonl").read_text().splitlines()]
         steps = [r["step"] for r in rows]
-        assert steps == sorted(steps) and max(steps) == 3000      # continued, not restarted from 0
-        assert json.loads((sweep / name / "summary.json").read_text())["train/steps"] == 3000
+        assert steps == sorted(steps) and max(steps) == 800      # continued, not restarted from 0
+        assert json.loads((sweep / name / "summary.json").read_text())["train/steps"] == 800
     done = {f: f.read_bytes() for f in sweep.glob("*/*") if f.name in ("summary.json", "metrics.jsonl")}
     p = run_cli(*args, "resume=auto", cwd=tmp_path)   # everything finished: nothing runs again
     assert p.returncode == 0 and len(done) == 4
