@@ -31,8 +31,10 @@ REPORT = ROOT / "results" / "mutation"
 # the test modules that exercise each core file in-process (mutmut records which tests reach which function)
 TESTS = {
     "algorithms/kfac.py": ["tests/test_kfac.py", "tests/test_acktr_reference.py", "tests/test_actor_critic_exact.py"],
-    "algorithms/acktr.py": ["tests/test_actor_critic_exact.py", "tests/test_acktr_reference.py", "tests/test_onpolicy.py"],
-    "algorithms/acktr_cont.py": ["tests/test_acktr_reference.py", "tests/test_onpolicy.py"],
+    "algorithms/acktr.py": ["tests/test_actor_critic_exact.py", "tests/test_acktr_reference.py",
+                            "tests/test_onpolicy.py"],
+    "algorithms/acktr_cont.py": ["tests/test_actor_critic_exact.py", "tests/test_acktr_reference.py",
+                                 "tests/test_onpolicy.py"],
     "algorithms/a2c.py": ["tests/test_actor_critic_exact.py", "tests/test_onpolicy.py", "tests/test_acktr_reference.py"],
     "algorithms/rollout.py": ["tests/test_rollout.py"],
     "algorithms/lookahead.py": ["tests/test_lookahead.py"],

@@ -212,3 +212,159 @@ def test_defaults_are_the_references():
     a2c = A2C(_model(), total_updates=3)
     assert isinstance(a2c.opt, RMSpropTF) and a2c.opt.defaults == dict(lr=7e-4, alpha=0.99, eps=1e-5)
     assert isinstance(A2C(_model(), total_updates=3, rmsprop="torch").opt, torch.optim.RMSprop)
+
+
+# --------------------------------------------------------------------------- continuous control (old_acktr_cont)
+def _cont_nets(seed=2):
+    from models.actor_critic import GaussianMlpPolicy, ValueMlp
+
+    torch.manual_seed(seed)
+    return GaussianMlpPolicy(4, 2, hidden=8).to(D), ValueMlp(6, hidden=8).to(D)
+
+
+def _cont_batch(k):
+    g = torch.Generator().manual_seed(50 + k)
+    return (torch.randn(20, 4, dtype=D, generator=g), torch.randn(20, 2, dtype=D, generator=g),
+            torch.randn(20, dtype=D, generator=g), torch.randn(20, 6, dtype=D, generator=g),
+            torch.randn(20, dtype=D, generator=g))
+
+
+def _vf_loss(vf, X, y, l2):
+    return ((vf(X) - y) ** 2).mean() + l2 * sum(0.5 * (m.weight ** 2).sum() for m in vf.modules()
+                                                 if isinstance(m, nn.Linear))
+
+
+def _kl_and_next(policy, old_mean, old_std, obs, stepsize, target, lo, hi):
+    from torch.distributions import Independent, Normal, kl_divergence
+
+    with torch.no_grad():
+        kl = kl_divergence(Independent(Normal(old_mean, old_std), 1), policy(obs)).mean().item()
+    nxt = max(lo, stepsize / 1.5) if kl > 2 * target else min(hi, stepsize * 1.5) if kl < 0.5 * target else stepsize
+    return kl, nxt
+
+
+@pytest.mark.parametrize("target_kl", [1e-9, 1e3, "defaults"])
+def test_continuous_a2c_update_written_out(target_kl):
+    """ContinuousA2C: vf_iters Adam steps on MSE + vf_l2 * sum |W|^2 / 2, then one Adam policy step on
+    -mean(A log pi) at the current step size, then the step size adapted to KL(old || new) (/1.5 above twice the
+    target, x1.5 below half, clipped); a checkpoint round trip in the middle changes nothing."""
+    import copy
+    import io
+
+    from algorithms.acktr_cont import ContinuousA2C
+
+    c = (dict(lr=3e-4, target_kl=0.002, min_stepsize=1e-8, max_stepsize=1.0, vf_lr=1e-3, vf_iters=25, vf_l2=3e-4)
+         if target_kl == "defaults" else
+         dict(lr=0.01, target_kl=target_kl, min_stepsize=0.004, max_stepsize=0.02, vf_lr=0.02, vf_iters=3, vf_l2=0.1))
+    (p1, v1), (p2, v2) = _cont_nets(), _cont_nets()
+    args = {} if target_kl == "defaults" else c
+    algo = ContinuousA2C(p1, v1, **args)
+    popt, vopt = torch.optim.Adam(p2.parameters(), lr=c["lr"]), torch.optim.Adam(v2.parameters(), lr=c["vf_lr"])
+    stepsize, sizes = c["lr"], []
+    for k in range(3):
+        obs, act, adv, X, y = _cont_batch(k)
+        if k == 2:
+            buf = io.BytesIO()
+            torch.save(algo.state_dict(), buf)
+            buf.seek(0)
+            p1, v1 = copy.deepcopy(p1), copy.deepcopy(v1)
+            algo = ContinuousA2C(p1, v1, **args)
+            algo.load_state_dict(torch.load(buf, weights_only=True))
+        info = algo.update(obs, act, adv, X, y)
+        for _ in range(c["vf_iters"]):
+            vopt.zero_grad()
+            vl = _vf_loss(v2, X, y, c["vf_l2"])
+            vl.backward()
+            vopt.step()
+        with torch.no_grad():
+            d = p2(obs)
+            old_mean, old_std = d.mean.clone(), d.stddev.clone()
+        for g in popt.param_groups:
+            g["lr"] = stepsize
+        d = p2(obs)
+        pl = -(adv * d.log_prob(act)).mean()
+        popt.zero_grad()
+        pl.backward()
+        popt.step()
+        kl, stepsize = _kl_and_next(p2, old_mean, old_std, obs, stepsize, c["target_kl"], c["min_stepsize"],
+                                    c["max_stepsize"])
+        sizes.append(stepsize)
+        for a, b in zip(list(p1.parameters()) + list(v1.parameters()), list(p2.parameters()) + list(v2.parameters())):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
+        assert info["stepsize"] == pytest.approx(stepsize, rel=1e-12)
+        assert info["kl_measured"] == pytest.approx(kl, rel=1e-9)
+        assert float(info["loss/value"]) == pytest.approx(vl.item(), rel=1e-12)
+        assert float(info["loss/policy"]) == float(info["loss/total"]) == pytest.approx(pl.item(), rel=1e-12)
+        assert float(info["entropy"]) == pytest.approx(d.entropy().mean().item(), rel=1e-12)
+        assert float(info["policy/std_mean"]) == pytest.approx(p2.log_std.exp().mean().item(), rel=1e-12)
+    if target_kl == 1e-9:
+        assert sizes == pytest.approx([0.01 / 1.5, 0.01 / 1.5 ** 2, 0.004])
+    if target_kl == 1e3:
+        assert sizes == pytest.approx([0.015, 0.02, 0.02])
+
+
+def test_continuous_acktr_update_is_kfac_driven_by_hand():
+    """ContinuousACKTR: the value function's K-FAC (homogeneous biases, its own lr, Fisher loss
+    vf_fisher_coef * mean((V - stop_grad(V + n))^2)) for vf_iters steps, then the policy's K-FAC (homogeneous
+    biases, the log-std a G-only block of dL/dstd = dL/dlog_std / std, Fisher loss -mean(log pi(a))) at the current
+    step size; the same parameters and factors; a checkpoint round trip in the middle changes nothing."""
+    import copy
+    import io
+
+    from algorithms.acktr_cont import ContinuousACKTR, std_from_log_std
+
+    pk, vk = dict(cold_iters=1, eig_async=False, kl_clip=0.01), dict(cold_iters=1, eig_async=False, damping=0.1)
+    kw = dict(lr=0.05, target_kl=1e-3, vf_iters=3, vf_l2=0.01, vf_fisher_coef=0.7, policy_kfac=pk,
+              vf_kfac=dict(vk, lr=0.02))
+    (p1, v1), (p2, v2) = _cont_nets(), _cont_nets()
+    algo = ContinuousACKTR(p1, v1, **kw)
+    popt = KFAC(p2.net, lr=0.05, bias_mode="homogeneous", g_blocks=[(p2.log_std, lambda g, q: g / q.exp())], **pk)
+    vopt = KFAC(v2, lr=0.02, bias_mode="homogeneous", **vk)
+    stepsize = 0.05
+    for k in range(3):
+        obs, act, adv, X, y = _cont_batch(k)
+        if k == 2:
+            buf = io.BytesIO()
+            torch.save(algo.state_dict(), buf)
+            buf.seek(0)
+            p1, v1 = copy.deepcopy(p1), copy.deepcopy(v1)
+            algo = ContinuousACKTR(p1, v1, **kw)
+            algo.load_state_dict(torch.load(buf, weights_only=True))
+        torch.manual_seed(200 + k)
+        info = algo.update(obs, act, adv, X, y)
+        torch.manual_seed(200 + k)
+        for _ in range(3):
+            with vopt.capture():
+                v = v2(X)
+                vopt.fisher_backward(0.7 * ((v - (v + torch.randn_like(v)).detach()) ** 2).mean())
+            vopt.zero_grad()
+            vl = _vf_loss(v2, X, y, 0.01)
+            vl.backward()
+            vopt.step()
+        with torch.no_grad():
+            d = p2(obs)
+            old_mean, old_std = d.mean.clone(), d.stddev.clone()
+        for g in popt.param_groups:
+            g["lr"] = stepsize
+        with popt.capture():
+            d = p2(obs)
+            popt.fisher_backward(-d.log_prob(act).mean())
+        pl = -(adv * d.log_prob(act)).mean()
+        popt.zero_grad()
+        pl.backward()
+        popt.step()
+        kl, stepsize = _kl_and_next(p2, old_mean, old_std, obs, stepsize, 1e-3, 1e-8, 1.0)
+        for a, b in zip(list(p1.parameters()) + list(v1.parameters()), list(p2.parameters()) + list(v2.parameters())):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(algo.popt.gblocks[0].G, popt.gblocks[0].G, rtol=1e-10, atol=1e-14)
+        assert all(l.homogeneous for l in algo.popt.layers + algo.vopt.layers)
+        assert info["stepsize"] == pytest.approx(stepsize, rel=1e-12) and info["kl_measured"] == pytest.approx(kl)
+        assert float(info["loss/value"]) == pytest.approx(vl.item(), rel=1e-10)
+        assert info["kfac/trust_scale"] == pytest.approx(popt.last["trust_scale"], rel=1e-9, nan_ok=True)
+        assert info["kfac/vf_trust_scale"] == pytest.approx(vopt.last["trust_scale"], rel=1e-9, nan_ok=True)
+    g, q = torch.tensor([0.3, -1.2], dtype=D), torch.tensor([0.5, -0.25], dtype=D)
+    torch.testing.assert_close(std_from_log_std(g, q), g / q.exp())
+    assert _defaults(ContinuousACKTR) == dict(lr=0.03, target_kl=0.002, min_stepsize=1e-8, max_stepsize=1.0,
+                                              logstd_kfac=True, vf_iters=25, vf_l2=3e-4, vf_fisher_coef=1.0,
+                                              policy_kfac=None, vf_kfac=None)
+    assert ContinuousACKTR(*_cont_nets()).vf_lr == 0.001
