@@ -206,6 +206,20 @@ def test_defaults_are_the_references():
                                   max_grad_norm=0.5, lr_decay=True, vf_loss_scale=1.0, rmsprop="tf")
     assert _defaults(RMSpropTF) == dict(lr=7e-4, alpha=0.99, eps=1e-5)
     assert _defaults(actor_critic_loss) == dict(vf_loss_scale=1.0)
+    # defaults in use (mutation tests replace a function's body, not its signature: check behaviour too)
+    assert ACKTR(_model(), total_updates=4).lr_now() == 0.25 and A2C(_model(), total_updates=4).lr_now() == 7e-4
+    dist, v = Categorical(logits=torch.randn(5, 3, dtype=D)), torch.randn(5, dtype=D)
+    a, r, adv = torch.tensor([0, 1, 2, 1, 0]), torch.randn(5, dtype=D), torch.randn(5, dtype=D)
+    torch.testing.assert_close(actor_critic_loss(dist, v, a, r, adv, 0.5, 0.01)[0],
+                               actor_critic_loss(dist, v, a, r, adv, 0.5, 0.01, vf_loss_scale=1.0)[0], rtol=0, atol=0)
+    assert actor_critic_loss(dist, v, a, r, adv, 0.5, 0.01)[0] != actor_critic_loss(dist, v, a, r, adv, 0.5, 0.01,
+                                                                                     vf_loss_scale=2.0)[0]
+    p = nn.Parameter(torch.tensor([0.5, -1.0], dtype=D))
+    p.grad = torch.tensor([0.2, 3.0], dtype=D)
+    RMSpropTF([p]).step()
+    ms = 0.99 + 0.01 * torch.tensor([0.2, 3.0], dtype=D) ** 2
+    torch.testing.assert_close(p.detach(), torch.tensor([0.5, -1.0], dtype=D)
+                               - 7e-4 * torch.tensor([0.2, 3.0], dtype=D) / torch.sqrt(ms + 1e-5), rtol=1e-14, atol=0)
     # what the constructors pass on
     algo = ACKTR(_model(), total_updates=3)
     assert (algo.opt.param_groups[0]["lr"], algo.opt.param_groups[0]["momentum"]) == (0.25, 0.9)
