@@ -125,11 +125,13 @@ def report() -> str:
                 and v != "timeout"]
         eq = [m for m in surv if m in equivalent]
         gaps = [m for m in surv if m not in equivalent]
-        denom = len(res) - len(eq)
+        pending = count["not checked"]   # an interrupted run: the score covers the mutants checked so far
+        denom = len(res) - len(eq) - pending
         score = count["killed"] + count["timeout"]
         last = WORK / slug(file) / "last_run.json"
         secs = json.loads(last.read_text())["seconds"] if last.exists() else float("nan")
-        rows.append(f"| `{file}` | {len(res)} | {count['killed']} | {count['survived']} | {count['timeout']} | "
+        n = f"{len(res)} ({pending} not checked yet: partial)" if pending else f"{len(res)}"
+        rows.append(f"| `{file}` | {n} | {count['killed']} | {count['survived']} | {count['timeout']} | "
                     f"{count['no tests']} | {len(eq)} | **{100 * score / max(denom, 1):.1f}%** | {secs / 60:.0f} |")
         if surv:
             details.append(f"\n### `{file}`\n")
