@@ -124,7 +124,6 @@ def report() -> str:
         surv = [m for m, v in res.items() if v in ("survived", "no tests", "suspicious", "timeout")
                 and v != "timeout"]
         eq = [m for m in surv if m in equivalent]
-        gaps = [m for m in surv if m not in equivalent]
         pending = count["not checked"]   # an interrupted run: the score covers the mutants checked so far
         denom = len(res) - len(eq) - pending
         score = count["killed"] + count["timeout"]

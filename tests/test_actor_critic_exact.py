@@ -27,6 +27,16 @@ class TinyActorCritic(nn.Module):
         return Categorical(logits=self.pi(h)), self.v(h).squeeze(-1)
 
 
+def _through_checkpoint(state):
+    """state as a resumed run reads it: written with torch.save, loaded with weights_only=True."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
 def _batch(B=6, seed=0):
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(B, 3, dtype=D, generator=g), torch.randint(0, 4, (B,), generator=g),
@@ -147,7 +157,6 @@ def test_a2c_update_written_out(rmsprop):
     TensorFlow's RMSProp (accumulator from 1, eps inside the root) or torch's (from 0, eps outside); with every
     default, baselines' values. A third update after a checkpoint round trip equals the uninterrupted one."""
     import copy
-    import io
 
     c = A2C_REF if rmsprop == "defaults" else A2C_SET
     kind = "tf" if rmsprop == "defaults" else rmsprop
@@ -157,13 +166,10 @@ def test_a2c_update_written_out(rmsprop):
     for k in range(3):
         obs, actions, returns, adv = _batch(seed=k)
         if k == 2:      # resume from a checkpoint written through torch.save, loaded with weights_only=True
-            buf = io.BytesIO()
-            torch.save(algo.state_dict(), buf)
-            buf.seek(0)
-            m1 = copy.deepcopy(m1)
+            state, m1 = _through_checkpoint(algo.state_dict()), copy.deepcopy(m1)
             algo = A2C(m1, total_updates=5, steps_per_update=6,
                        **({} if rmsprop == "defaults" else dict(A2C_SET, rmsprop=kind)))
-            algo.load_state_dict(torch.load(buf, weights_only=True))
+            algo.load_state_dict(state)
         info = algo.update(obs, actions, returns, adv)
         lr = c["lr"] * (1 - ((k + 1) * 6 - 1) / 30)
         loss, pg, vf, ent = _a2c_loss_by_hand(m2, obs, actions, returns, adv, c["vf_coef"], c["ent_coef"],
@@ -263,7 +269,6 @@ def test_continuous_a2c_update_written_out(target_kl):
     -mean(A log pi) at the current step size, then the step size adapted to KL(old || new) (/1.5 above twice the
     target, x1.5 below half, clipped); a checkpoint round trip in the middle changes nothing."""
     import copy
-    import io
 
     from algorithms.acktr_cont import ContinuousA2C
 
@@ -278,12 +283,9 @@ def test_continuous_a2c_update_written_out(target_kl):
     for k in range(3):
         obs, act, adv, X, y = _cont_batch(k)
         if k == 2:
-            buf = io.BytesIO()
-            torch.save(algo.state_dict(), buf)
-            buf.seek(0)
-            p1, v1 = copy.deepcopy(p1), copy.deepcopy(v1)
+            state, (p1, v1) = _through_checkpoint(algo.state_dict()), copy.deepcopy((p1, v1))
             algo = ContinuousA2C(p1, v1, **args)
-            algo.load_state_dict(torch.load(buf, weights_only=True))
+            algo.load_state_dict(state)
         info = algo.update(obs, act, adv, X, y)
         for _ in range(c["vf_iters"]):
             vopt.zero_grad()
@@ -323,7 +325,6 @@ def test_continuous_acktr_update_is_kfac_driven_by_hand():
     biases, the log-std a G-only block of dL/dstd = dL/dlog_std / std, Fisher loss -mean(log pi(a))) at the current
     step size; the same parameters and factors; a checkpoint round trip in the middle changes nothing."""
     import copy
-    import io
 
     from algorithms.acktr_cont import ContinuousACKTR, std_from_log_std
 
@@ -338,12 +339,9 @@ def test_continuous_acktr_update_is_kfac_driven_by_hand():
     for k in range(3):
         obs, act, adv, X, y = _cont_batch(k)
         if k == 2:
-            buf = io.BytesIO()
-            torch.save(algo.state_dict(), buf)
-            buf.seek(0)
-            p1, v1 = copy.deepcopy(p1), copy.deepcopy(v1)
+            state, (p1, v1) = _through_checkpoint(algo.state_dict()), copy.deepcopy((p1, v1))
             algo = ContinuousACKTR(p1, v1, **kw)
-            algo.load_state_dict(torch.load(buf, weights_only=True))
+            algo.load_state_dict(state)
         torch.manual_seed(200 + k)
         info = algo.update(obs, act, adv, X, y)
         torch.manual_seed(200 + k)
