@@ -33,6 +33,12 @@ def _apply(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return x if mask is None else x * mask
 
 
+def kept_slice(v: torch.Tensor) -> torch.Tensor:
+    """A step's attention slice as it is kept: exact fixed point, as int32 when every value fits (|v| < 2^31,
+    i.e. |h| < 256), else int64."""
+    return v.to(torch.int32) if bool((v.abs() < 2**31).all()) else v.clone()
+
+
 def memory_bits(cells, stacks, T: int, batch: int) -> dict:
     """Bits ordinary BPTT stores for the hidden states (32 x T x B x H per layer and state tensor)
     against the bits the buffers use, and the information-theoretic minimum."""
@@ -145,12 +151,12 @@ def seq2seq_step(model, src: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Te
     {"enc"|"dec": (bits kept across time, information bits)}).
 
     Encoder and decoder run once without grad in fixed point, filling their bit stacks; the only per-step values
-    kept are the attention memory's: the top encoder layer's slice (the first k units of h1, stored in full and kept
-    out of that layer's buffer; counted, 32 bits a unit, on the encoder) and the source embeddings (recomputed from
-    the tokens in the authors' code; BPTT keeps them too). Then the decoder is reversed step by step: step t's
-    attention, softmax and cross-entropy on the top state after step t, backpropagated, then step t undone through
-    the layers (top to bottom); then the encoder, adding the slice's gradient to each step's top output and
-    restoring the slice units from their stored values. Every state and stack must come back exactly (checked).
+    kept are the attention memory's: the top encoder layer's slice (the first k units of h1, stored in full, as int32
+    when it fits, and kept out of that layer's buffer; counted at its storage width on the encoder) and the source
+    embeddings (recomputed from the tokens in the authors' code; BPTT keeps them too). Then the decoder is reversed
+    step by step: step t's attention, softmax and cross-entropy on the top state after step t, backpropagated, then
+    step t undone through the layers (top to bottom); then the encoder, adding the slice's gradient to each step's top
+    output and restoring the slice units from their stored values. Every state and stack must come back exactly (checked).
     """
     enc = [layer.cell for layer in model.enc]
     dec = [layer.cell for layer in model.dec]
@@ -170,7 +176,7 @@ def seq2seq_step(model, src: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Te
     stack_e = [c.new_stack(B, dev) for c in enc]
     stack_d = [c.new_stack(B, dev) for c in dec]
     init = [c.init_state(B, dev) for c in enc]
-    Se, slices = list(init), [init[-1][0][:, :k].clone()]
+    Se, slices = list(init), [kept_slice(init[-1][0][:, :k])]
     with torch.no_grad():
         for s in range(S):
             x = xs[s]
@@ -178,7 +184,7 @@ def seq2seq_step(model, src: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Te
                 if l > 0:
                     x = _apply(enc[l - 1].output(Se[l - 1]), masks["enc"][l])
                 Se[l] = enc[l].step_fixed(x, Se[l], stack_e[l], ms[s], k if l == L - 1 else 0)
-            slices.append(Se[-1][0][:, :k].clone())
+            slices.append(kept_slice(Se[-1][0][:, :k]))
         enc_final = list(Se)
         Sd = list(Se)
         for t in range(T):
@@ -187,15 +193,13 @@ def seq2seq_step(model, src: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Te
                 if l > 0:
                     x = _apply(dec[l - 1].output(Sd[l - 1]), masks["dec"][l])
                 Sd[l] = dec[l].step_fixed(x, Sd[l], stack_d[l], mt[t])
-    slice_bits = 0
-    if k:
-        stored = torch.stack(slices[1:])
-        slice_bits = (32 if bool((stored.abs() < 2**31).all()) else 64) * int(src_mask.sum()) * k
+    # the slices kept across time, counted at their storage width for the real tokens (as BPTT's states are)
+    slice_bits = sum(8 * v.element_size() * int(src_mask[s].sum()) * k for s, v in enumerate(slices[1:]))
     acct = {"enc": (sum(st.bits() for st in stack_e) + slice_bits, sum(st.info_bits for st in stack_e) + slice_bits),
             "dec": (sum(st.bits() for st in stack_d), sum(st.info_bits for st in stack_d))}
 
     # 2. the attention memory (and its projection) once, as leaves whose gradients the steps accumulate
-    sl = to_float(torch.stack(slices[1:])).requires_grad_(True) if k else None
+    sl = to_float(torch.stack([v.long() for v in slices[1:]])).requires_grad_(True) if k else None
     top_float = None if sl is None else torch.cat([sl, sl.new_zeros(S, B, enc[-1].hidden_size - k)], -1)
     memory = model.memory(xs, top_float, masks)
     proj = model.attn(memory)
@@ -219,7 +223,7 @@ def seq2seq_step(model, src: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Te
     Se = list(Sd)
     for s in range(S - 1, -1, -1):
         g_top = F.pad(g_sl[s], (0, pad)) if g_sl is not None else torch.zeros(B, enc[-1].hidden_size, device=dev)
-        reverse_step(enc, Se, stack_e, g, xs[s], masks["enc"], g_top, ms[s], k, slices[s] if k else None)
+        reverse_step(enc, Se, stack_e, g, xs[s], masks["enc"], g_top, ms[s], k, slices[s].long() if k else None)
     for l in range(L):
         if not (all(torch.equal(a, b) for a, b in zip(Sd[l], enc_final[l])) and stack_d[l].empty()):
             raise RuntimeError(f"reversal did not restore decoder layer {l}'s initial state exactly")

@@ -236,9 +236,9 @@ class _ReversibleStack(torch.autograd.Function):
             with torch.enable_grad():
                 x_ = x.detach().requires_grad_(True)
                 params = list(b.parameters())
-                out = torch.autograd.grad(b(x_, edge_index)[0], [x_] + params, grad_y, allow_unused=True)
+                out = torch.autograd.grad(b(x_, edge_index)[0], [x_] + params, grad_y)   # every parameter is used
             grad_y, y = out[0], x
-            grads.append([torch.zeros_like(p) if g is None else g for p, g in zip(params, out[1:])])
+            grads.append(list(out[1:]))
         flat = [g for block_grads in reversed(grads) for g in block_grads]
         return (grad_y, None, None, *flat)
 

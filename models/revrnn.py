@@ -237,10 +237,6 @@ class _RevCell(nn.Module):
         """The layer's output h (float) from a fixed-point state."""
         return to_float(state[0])
 
-    @staticmethod
-    def output_float(state) -> torch.Tensor:
-        return state[0]
-
     def halves(self, S):
         return [(s[:, :self.half], s[:, self.half:]) for s in S]
 

@@ -132,12 +132,11 @@ class Seq2Seq(nn.Module):
         for l, rnn in enumerate(layers):
             if l > 0:
                 x = self.drop(x, drops[l])
-            if lengths is not None:
-                packed, st = rnn(pack_padded_sequence(x, lengths, enforce_sorted=False),
-                                 None if states is None else states[l])
+            if lengths is not None:   # the encoder, from zero states: packed, so padding never enters the state
+                packed, st = rnn(pack_padded_sequence(x, lengths, enforce_sorted=False))
                 x = pad_packed_sequence(packed, total_length=x.size(0))[0]
-            else:
-                x, st = rnn(x, None if states is None else states[l])
+            else:                     # the decoder, from the encoder's final states
+                x, st = rnn(x, states[l])
             outs.append(st)
         return x, outs
 

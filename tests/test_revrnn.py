@@ -167,6 +167,73 @@ def test_reversal_gradients_equal_autograd_at_T70(cell):
     assert stats["mem/saving_actual"] > 1 and stats["mem/saving_info"] > stats["mem/saving_actual"]
 
 
+def aligned_bernoulli(monkeypatch):
+    """Make every Bernoulli mask a fixed function of its size and of how many masks of that size came before, so
+    that lm_step (which samples all masks before step 1) and the model's forward (which samples them as it goes)
+    draw the same masks: each kind of mask has its own size here (rows 50; batch x 12 for the input and output
+    dropout, in the same order on both sides; batch x 16 between the layers; each DropConnect matrix)."""
+    seen = {}
+
+    def bernoulli_(self, p=0.5, generator=None):
+        n = self.numel()
+        seen[n] = seen.get(n, 0) + 1
+        g = torch.Generator().manual_seed(1000 * n + seen[n])
+        return self.copy_((torch.rand(self.shape, generator=g) < p).to(self.dtype))
+
+    monkeypatch.setattr(torch.Tensor, "bernoulli_", bernoulli_)
+    return seen
+
+
+@pytest.mark.parametrize("cell", ["revlstm", "revgru"])
+def test_reversal_gradients_equal_autograd_with_every_dropout(cell, monkeypatch):
+    """Word-type, input, between-layer and output dropout and DropConnect, all at 0.3: reversal uses the same masks
+    as the model's forward (aligned above) and gives its loss, final state and gradients; in evaluation mode no
+    mask is drawn on either side."""
+    model = make_lm(cell, dropout=0.3).train()
+    torch.manual_seed(1)
+    words, targets = torch.randint(0, 50, (12, 4)), torch.randint(0, 50, (12, 4))
+    state = [l.init_state(4, "cpu") for l in model.layers]
+    for mode in ("train", "eval"):
+        getattr(model, mode)()
+        seen = aligned_bernoulli(monkeypatch)
+        l1, s1, g1 = grads_ordinary(model, words, targets, state)
+        drawn = dict(seen)
+        seen.clear()
+        l2, s2, g2, _ = grads_reversal(model, words, targets, state)
+        assert dict(seen) == drawn and (len(drawn) == 0) == (mode == "eval")
+        torch.testing.assert_close(l1, l2, rtol=1e-6, atol=0)
+        assert all(torch.equal(a, b) for x, y in zip(s1, s2) for a, b in zip(x, y))
+        a, b = torch.cat([x.flatten() for x in g1]), torch.cat([x.flatten() for x in g2])
+        assert ((a - b).norm() / a.norm()).item() < 1e-5
+        if mode == "train":   # rows, input, between the layers, output, and every DropConnect matrix
+            assert drawn[50] == 1 and drawn[4 * 12] == 2
+            assert sum(drawn.values()) == 4 + sum(len(l.cell.recurrent_linears()) for l in model.layers)
+
+
+def test_memory_stats_are_the_buffers_of_the_same_forward():
+    """lm_step's statistics: BPTT's 32 bits per unit, state tensor and token, the buffers' bits and information
+    bits (the same fixed-point forward through the layers leaves the same stacks), and their ratios."""
+    model = make_lm("revgru", bits=2).train()
+    words = torch.randint(0, 50, (9, 3))
+    state = [l.init_state(3, "cpu") for l in model.layers]
+    _, _, stats = lm_step(model, words, words, state)
+    with torch.no_grad():
+        model(words, state)
+    bits = sum(l.last_stack.bits() for l in model.layers)
+    info = sum(l.last_stack.info_bits for l in model.layers)
+    bptt = 32 * 9 * 3 * (16 + 12)
+    assert stats == {"mem/bits_bptt": bptt, "mem/bits_buffer": bits, "mem/bits_info": pytest.approx(info),
+                     "mem/saving_actual": bptt / bits, "mem/saving_info": pytest.approx(bptt / info)}
+    # forget gates saturated at 1 (no limit): nothing is forgotten, no information bits, the ratio guarded
+    sat = make_lm("revlstm", bits=None, layers=1)
+    with torch.no_grad():
+        for lin in sat.layers[0].cell.gates:
+            lin.bias[sat.layers[0].cell.half:2 * sat.layers[0].cell.half] = 40.0    # z
+            lin.bias[3 * sat.layers[0].cell.half:4 * sat.layers[0].cell.half] = 40.0    # p
+    _, _, stats = lm_step(sat.train(), words, words, [sat.layers[0].init_state(3, "cpu")])
+    assert stats["mem/bits_info"] == 0 and stats["mem/saving_info"] == stats["mem/bits_bptt"] / 1e-9
+
+
 def test_reversal_with_dropout_restores_the_state_and_learns():
     """Dropout masks are sampled once per minibatch, so the reverse pass meets the forward pass's
     states exactly (lm_step raises otherwise), and the gradients train the model."""
@@ -318,6 +385,29 @@ def test_float_step_equals_the_fixed_point_step(cell_cls, bits):
     for a, b in zip(flt, fixed):   # (where half 2's 10-bit gate rounds the other way, one n / 1024 step more)
         diff = (a - rv.to_float(b)).abs()
         assert (diff > 3e-4).float().mean() <= 0.05 and diff.max() < 1.2e-3, diff.max()
+    # given the fixed-point result, every state tensor (h, and c for the RevLSTM) takes its values exactly
+    exact = cell.step_float(x, tuple(rv.to_float(q) for q in S), fixed_next=fixed)
+    assert len(exact) == cell.n_states
+    assert all(torch.equal(a, rv.to_float(b)) for a, b in zip(exact, fixed))
+
+
+def test_cell_and_layer_defaults():
+    """max-forget 3 bits by default (the authors' default), RevLSTM layers unless told, DropConnect sampled in
+    training only."""
+    assert RevGRUCell(3, 8).m == RevLSTMCell(3, 8).m == rv.MAX_FORGET[3] == 0.875
+    layer = rv.RevLayer(3, 8)
+    assert isinstance(layer.cell, RevLSTMCell) and layer.cell.m == 0.875 and layer.unbuffered == 0
+    assert isinstance(rv.RevGRULayer(3, 8).cell, RevGRUCell) and isinstance(rv.RevLSTMLayer(3, 8).cell, RevLSTMCell)
+    assert isinstance(rv.RevLayer(3, 8, cell="revgru").cell, RevGRUCell)
+    assert rv.RevLayer(3, 8, max_forget_bits=5).cell.m == rv.MAX_FORGET[5]
+    drop = rv.RevLayer(3, 8, weight_drop=0.5, cell="revgru")
+    x, state = torch.randn(4, 2, 3), drop.init_state(2, "cpu")
+    drop.train()
+    drop(x, state)
+    assert len(drop.cell.drop) == 4 and drop.last_stack is not None and drop.last_stack.info_bits > 0
+    drop.eval()
+    drop(x, state)
+    assert drop.cell.drop == {}
 
 
 @pytest.mark.parametrize("cell_cls", CELLS)

@@ -140,3 +140,55 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     assert stopped["batch"] > 0                              # stopped inside an epoch, not at its end
     for k in ("test/loss", "test/bleu", "test/token_acc", "mem/enc_saving_actual", "train/steps"):
         assert resumed[k] == full[k], k
+
+
+@pytest.mark.parametrize("cell,attention,layers", [("revgru", "emb+slice", 2), ("revlstm", "slice", 1),
+                                                   ("revlstm", "emb", 2)])
+def test_reversal_step_loss_and_memory_accounting(cell, attention, layers):
+    """seq2seq_step returns the summed cross-entropy / norm of the ordinary forward, and charges each side the bits of
+    its buffers at their peak (the same fixed-point forward through the layers leaves the same stacks) plus, on the
+    encoder, the slices it keeps: 32 bits (int32) per slice unit and real source token."""
+    import torch.nn.functional as F
+    from algorithms.reversible_bptt import seq2seq_step
+
+    torch.manual_seed(3)
+    model = Seq2Seq(15, 13, emb=8, hidden=10, cell=cell, attention=attention, slice_units=3, dropout=0.0,
+                    layers=layers).train()
+    src = torch.randint(4, 15, (7, 3))
+    sm = torch.arange(7)[:, None] < torch.tensor([7, 2, 5])
+    src = src.masked_fill(~sm, 0)
+    tgt = torch.cat([torch.full((1, 3), 2), torch.randint(4, 13, (5, 3)), torch.full((1, 3), 3)])
+    tgt[4:6, 1] = torch.tensor([3, 0])
+    tm = tgt != 0
+    loss, acct = seq2seq_step(model, src, sm, tgt, tm, 3.0)
+    with torch.no_grad():
+        logits = model(src, sm, tgt[:-1], tm[:-1])
+    want = F.cross_entropy(logits.reshape(-1, 13), tgt[1:].reshape(-1), ignore_index=0, reduction="sum") / 3.0
+    assert torch.allclose(loss, want, rtol=1e-5)
+    k = 3 if "slice" in attention else 0
+    slice_bits = 32 * k * int(sm.sum())
+    assert acct["enc"] == (sum(l.last_stack.bits() for l in model.enc) + slice_bits,
+                           pytest.approx(sum(l.last_stack.info_bits for l in model.enc) + slice_bits))
+    assert acct["dec"] == (sum(l.last_stack.bits() for l in model.dec),
+                           pytest.approx(sum(l.last_stack.info_bits for l in model.dec)))
+    assert acct["dec"][0] > 0 and acct["enc"][1] > slice_bits
+
+
+def test_kept_slice_is_int32_when_it_fits():
+    from algorithms.reversible_bptt import kept_slice
+
+    assert kept_slice(torch.tensor([[2**31 - 1, -(2**31 - 1)]])).dtype == torch.int32
+    for big in (2**31, -2**31):
+        v = torch.tensor([[5, big]])
+        assert kept_slice(v).dtype == torch.int64 and torch.equal(kept_slice(v), v)
+    assert torch.equal(kept_slice(torch.tensor([[7, -9]])).long(), torch.tensor([[7, -9]]))
+
+
+def test_full_attention_is_refused_by_the_reversal_step():
+    from algorithms.reversible_bptt import seq2seq_step
+
+    model = Seq2Seq(15, 13, emb=8, hidden=10, cell="revgru", attention="full", dropout=0.0)
+    src, tgt = torch.randint(4, 15, (3, 2)), torch.randint(4, 13, (4, 2))
+    with pytest.raises(ValueError, match="^attention 'full' keeps every encoder state: it cannot be trained by "
+                                         "reversal$"):
+        seq2seq_step(model, src, src != 0, tgt, tgt != 0, 2.0)
