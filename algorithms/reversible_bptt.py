@@ -49,7 +49,7 @@ def memory_bits(cells, stacks, T: int, batch: int) -> dict:
             "mem/saving_actual": normal / max(buffer, 1), "mem/saving_info": normal / max(info, 1e-9)}
 
 
-def reverse_step(cells, S: list, stacks: list, g: list, x0: torch.Tensor, in_masks, g_top: torch.Tensor,
+def reverse_step(cells, S: list, stacks: list, g: list, x0: torch.Tensor, in_masks, g_top: torch.Tensor | float,
                  mask: torch.Tensor | None = None, unbuffered: int = 0, restore: torch.Tensor | None = None) -> None:
     """Reverse one time step of a layer stack, top layer first, in place: ``S`` (per-layer fixed-point
     states after the step) becomes the states before it, ``g`` (per-layer state gradients) moves back one
@@ -218,16 +218,16 @@ def seq2seq_step(model, src: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Te
     torch.autograd.backward([memory, proj], [mem_leaf.grad, proj_leaf.grad])
 
     # 4. the encoder backwards from the decoder's initial-state gradients (its final states)
-    g_sl = sl.grad if sl is not None and sl.grad is not None else None
+    g_sl = None if sl is None else sl.grad   # the slice's gradient from every decoder step
     pad = enc[-1].hidden_size - k
     Se = list(Sd)
     for s in range(S - 1, -1, -1):
-        g_top = F.pad(g_sl[s], (0, pad)) if g_sl is not None else torch.zeros(B, enc[-1].hidden_size, device=dev)
-        reverse_step(enc, Se, stack_e, g, xs[s], masks["enc"], g_top, ms[s], k, slices[s].long() if k else None)
+        g_top = 0.0 if g_sl is None else F.pad(g_sl[s], (0, pad))
+        reverse_step(enc, Se, stack_e, g, xs[s], masks["enc"], g_top, ms[s], k, slices[s].long())
     for l in range(L):
         if not (all(torch.equal(a, b) for a, b in zip(Sd[l], enc_final[l])) and stack_d[l].empty()):
             raise RuntimeError(f"reversal did not restore decoder layer {l}'s initial state exactly")
         if not (all(torch.equal(a, b) for a, b in zip(Se[l], init[l])) and stack_e[l].empty()):
             raise RuntimeError(f"reversal did not restore encoder layer {l}'s initial state exactly")
-    torch.autograd.backward([e_src, e_tgt], [xs.grad if xs.grad is not None else torch.zeros_like(xs), xt.grad])
+    torch.autograd.backward([e_src, e_tgt], [xs.grad, xt.grad])
     return loss, acct

@@ -131,8 +131,8 @@ class BitStack:
 
     def bits(self) -> int:
         """Storage at its peak: the live int64 words, the slabs (packed mask bytes + 32 bits per spilled
-        piece), and one flag bit per push."""
-        return max(self.peak_bits, 64 * self.buf.numel() + self._slab_bits) + len(self.flags)
+        piece; ``peak_bits``, updated at each spill, the only time they grow), and one flag bit per push."""
+        return self.peak_bits + len(self.flags)
 
     def empty(self) -> bool:
         return not self.slabs and not self.flags and not bool(self.buf.any())

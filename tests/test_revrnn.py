@@ -171,7 +171,8 @@ def aligned_bernoulli(monkeypatch):
     """Make every Bernoulli mask a fixed function of its size and of how many masks of that size came before, so
     that lm_step (which samples all masks before step 1) and the model's forward (which samples them as it goes)
     draw the same masks: each kind of mask has its own size here (rows 50; batch x 12 for the input and output
-    dropout, in the same order on both sides; batch x 16 between the layers; each DropConnect matrix)."""
+    dropout, in the same order on both sides; batch x 16 between the layers; each DropConnect matrix; a size shared
+    by two kinds would misalign them)."""
     seen = {}
 
     def bernoulli_(self, p=0.5, generator=None):
@@ -184,15 +185,15 @@ def aligned_bernoulli(monkeypatch):
     return seen
 
 
-@pytest.mark.parametrize("cell", ["revlstm", "revgru"])
-def test_reversal_gradients_equal_autograd_with_every_dropout(cell, monkeypatch):
+@pytest.mark.parametrize("cell,layers", [("revlstm", 2), ("revgru", 3)])
+def test_reversal_gradients_equal_autograd_with_every_dropout(cell, layers, monkeypatch):
     """Word-type, input, between-layer and output dropout and DropConnect, all at 0.3: reversal uses the same masks
     as the model's forward (aligned above) and gives its loss, final state and gradients; in evaluation mode no
     mask is drawn on either side."""
-    model = make_lm(cell, dropout=0.3).train()
+    model = make_lm(cell, dropout=0.3, layers=layers).train()
     torch.manual_seed(1)
-    words, targets = torch.randint(0, 50, (12, 4)), torch.randint(0, 50, (12, 4))
-    state = [l.init_state(4, "cpu") for l in model.layers]
+    words, targets = torch.randint(0, 50, (12, 5)), torch.randint(0, 50, (12, 5))   # batch 5: no size collides
+    state = [l.init_state(5, "cpu") for l in model.layers]
     for mode in ("train", "eval"):
         getattr(model, mode)()
         seen = aligned_bernoulli(monkeypatch)
@@ -206,8 +207,8 @@ def test_reversal_gradients_equal_autograd_with_every_dropout(cell, monkeypatch)
         a, b = torch.cat([x.flatten() for x in g1]), torch.cat([x.flatten() for x in g2])
         assert ((a - b).norm() / a.norm()).item() < 1e-5
         if mode == "train":   # rows, input, between the layers, output, and every DropConnect matrix
-            assert drawn[50] == 1 and drawn[4 * 12] == 2
-            assert sum(drawn.values()) == 4 + sum(len(l.cell.recurrent_linears()) for l in model.layers)
+            assert drawn[50] == 1 and drawn[5 * 12] == 2 and drawn.get(5 * 16, 0) == layers - 1
+            assert sum(drawn.values()) == 3 + (layers - 1) + sum(len(l.cell.recurrent_linears()) for l in model.layers)
 
 
 def test_memory_stats_are_the_buffers_of_the_same_forward():
@@ -270,6 +271,41 @@ def test_bad_input_errors():
         RevLSTMCell(3, 7, 3)
     with pytest.raises(FixedPointOverflow, match="fixed-point overflow"):
         to_fixed(torch.tensor([3e6]))
+    # the cell-state check: |c| < 2^20 in fixed point (2^43 units of 2^-23), the boundary itself refused
+    limit = 2**20 * 2**23
+    RevLSTMCell._check([torch.tensor([[limit - 1, -(limit - 1)]]), torch.zeros(1, 0, dtype=torch.long)])
+    with pytest.raises(FixedPointOverflow, match=r"^fixed-point overflow: \|c\| reached 1.05e\+06, beyond the "
+                                                 r"representable range \+-2\^20$"):
+        RevLSTMCell._check([torch.tensor([[3, -limit]])])
+    for cls in CELLS:   # the max-forgetting reaches the cell
+        assert cls(3, 8, 5).m == rv.MAX_FORGET[5] and cls(3, 8, None).m == 1.0
+
+
+@pytest.mark.parametrize("cell_cls", CELLS)
+def test_straight_through_step_passes_the_float_steps_gradient(cell_cls):
+    """Given the fixed-point result, step_float's values are exactly the fixed-point ones (also in float64) and its
+    gradient is the float step's (evaluated at the substituted states: equal to ~1e-3, not negated or lost)."""
+    import copy
+
+    torch.manual_seed(3)
+    cell32 = cell_cls(3, 8, 3)                               # the fixed-point step computes its gates in float32
+    S = tuple(to_fixed(torch.randn(5, 8) * 3) for _ in range(cell32.n_states))   # > 2: beyond float32
+    x = torch.randn(5, 3)
+    fixed = cell32.step_fixed(x, S, cell32.new_stack(5))
+    cell, x = copy.deepcopy(cell32).double(), x.double()
+    w = [torch.linspace(-1, 1, 40, dtype=torch.float64).view(5, 8) for _ in range(cell.n_states)]
+
+    def grads(fixed_next):
+        s = tuple(rv.to_float(q, torch.float64).requires_grad_(True) for q in S)
+        out = cell.step_float(x, s, fixed_next=fixed_next)
+        loss = sum((o * wi).sum() for o, wi in zip(out, w))
+        return out, torch.autograd.grad(loss, [*s, *cell.parameters()])
+
+    out, g_st = grads(fixed)
+    assert all(o.dtype == torch.float64 and torch.equal(o, rv.to_float(f, torch.float64)) for o, f in zip(out, fixed))
+    _, g_plain = grads(None)
+    a, b = torch.cat([g.flatten() for g in g_st]), torch.cat([g.flatten() for g in g_plain])
+    assert ((a - b).norm() / b.norm()).item() < 1e-2
 
 
 @pytest.mark.parametrize("cell_cls", CELLS)
@@ -391,6 +427,23 @@ def test_float_step_equals_the_fixed_point_step(cell_cls, bits):
     assert all(torch.equal(a, rv.to_float(b)) for a, b in zip(exact, fixed))
 
 
+def test_no_dropout_draws_no_mask():
+    """p = 0 (or evaluation) samples nothing: no DropConnect masks and no locked masks, so the random stream is
+    left as it was."""
+    from algorithms.reversible_bptt import _locked_mask
+
+    for cls in CELLS:
+        cell = cls(3, 8)
+        cell.set_weight_drop(0.0, training=True)
+        assert cell.drop == {}
+        cell.set_weight_drop(0.5, training=False)
+        assert cell.drop == {}
+    assert _locked_mask((4, 3), 0.0, True, "cpu") is None and _locked_mask((4, 3), 0.5, False, "cpu") is None
+    torch.manual_seed(0)
+    m = _locked_mask((400, 3), 0.25, True, "cpu")
+    assert torch.equal(m.unique(), torch.tensor([0.0, 1 / 0.75])) and abs((m == 0).float().mean() - 0.25) < 0.05
+
+
 def test_cell_and_layer_defaults():
     """max-forget 3 bits by default (the authors' default), RevLSTM layers unless told, DropConnect sampled in
     training only."""
@@ -482,3 +535,26 @@ def test_unbuffered_slice_units_are_restored_from_the_stored_slice(cell_cls):
     for t in reversed(range(80)):
         S = cell.reverse_fixed(xs[t], S, stack, (t < lengths)[:, None], unbuffered=k, restore=slices[t])
     assert all(torch.equal(a, b) for a, b in zip(S, S0)) and stack.empty()
+
+
+def test_a_reversal_that_does_not_come_back_is_an_error(monkeypatch):
+    """The end-of-reversal check needs both: every state back at its start and every buffer empty. A buffer that
+    reports itself non-empty (states exact) is refused, by the language-model step and on both translation sides."""
+    from algorithms.reversible_bptt import seq2seq_step
+    from models.seq2seq import Seq2Seq
+
+    model = make_lm("revgru", layers=1)
+    words = torch.randint(0, 50, (5, 2))
+    state = [model.layers[0].init_state(2, "cpu")]
+    lm_step(model.train(), words, words, state)                     # fine as it is
+    monkeypatch.setattr(rv.BitStack, "empty", lambda self: False)
+    with pytest.raises(RuntimeError, match="^reversal did not restore layer 0's initial state exactly$"):
+        lm_step(model, words, words, state)
+    s2s = Seq2Seq(15, 13, emb=8, hidden=10, cell="revgru", attention="emb+slice", slice_units=3, dropout=0.0)
+    src, tgt = torch.randint(4, 15, (4, 2)), torch.randint(4, 13, (5, 2))
+    with pytest.raises(RuntimeError, match="^reversal did not restore decoder layer 0's initial state exactly$"):
+        seq2seq_step(s2s, src, src != 0, tgt, tgt != 0, 2.0)
+    calls = iter([True, False])                                     # the decoder's buffer empties, the encoder's not
+    monkeypatch.setattr(rv.BitStack, "empty", lambda self: next(calls))
+    with pytest.raises(RuntimeError, match="^reversal did not restore encoder layer 0's initial state exactly$"):
+        seq2seq_step(s2s, src, src != 0, tgt, tgt != 0, 2.0)
