@@ -201,7 +201,7 @@ class GraphEncoder(nn.Module):
             # a shift shared by all nodes of a graph within one feature half is something the GRevNet
             # couplings (each half conditioned on the *other* half) cannot learn to whiten (measured: a
             # flow trained on x_i = c + 0.1 e_i stays at the marginal-Gaussian likelihood).
-            b = torch.zeros(num_nodes, dtype=torch.long, device=h.device) if batch is None else batch
+            b = h.new_zeros(num_nodes, dtype=torch.long) if batch is None else batch
             h = h - scatter(h, b, 0, reduce="mean")[b]
         return h
 

@@ -147,11 +147,11 @@ def _pack_bits(mask: torch.Tensor) -> torch.Tensor:
     """A bool tensor as uint8 bytes, 8 entries a byte (what a slab's mask really costs)."""
     flat = mask.reshape(-1)
     flat = torch.cat([flat, flat.new_zeros((-flat.numel()) % 8)]).view(-1, 8).to(torch.uint8)
-    return (flat << torch.arange(8, device=mask.device, dtype=torch.uint8)).sum(1, dtype=torch.uint8)
+    return (flat * flat.new_tensor([1, 2, 4, 8, 16, 32, 64, 128])).sum(1, dtype=torch.uint8)
 
 
 def _unpack_bits(packed: torch.Tensor, shape) -> torch.Tensor:
-    bits = (packed[:, None] >> torch.arange(8, device=packed.device, dtype=torch.uint8)) & 1
+    bits = (packed[:, None] >> packed.new_tensor(range(8))) & 1
     return bits.reshape(-1)[:math.prod(shape)].bool().reshape(shape)
 
 
@@ -167,7 +167,7 @@ class _RevCell(nn.Module):
 
     n_states = 1
 
-    def __init__(self, input_size: int, hidden_size: int, max_forget_bits=3):
+    def __init__(self, input_size: int, hidden_size: int, max_forget_bits):
         super().__init__()
         if hidden_size % 2:
             raise ValueError(f"reversible cells split the hidden state in halves: hidden_size={hidden_size} is odd")
@@ -208,7 +208,8 @@ class _RevCell(nn.Module):
         full) do not go through the buffer: their low bits are dropped, as the authors' ``slice_dim``."""
         if not unbuffered:
             return stack.push(H, n, mask)
-        cols = torch.arange(H.shape[1], device=H.device) >= unbuffered
+        cols = torch.ones_like(H[:1], dtype=torch.bool)
+        cols[:, :unbuffered] = False
         keep = cols if mask is None else cols & mask
         out = stack.push(H, n, keep)
         lossy = torch.div(H[:, :unbuffered], GATE_ONE, rounding_mode="floor") * n[:, :unbuffered]
@@ -221,10 +222,11 @@ class _RevCell(nn.Module):
         """Undo ``_push_h1``: the buffered units pop, the slice units take their stored previous values."""
         if not unbuffered:
             return stack.pop(H, n, mask)
-        cols = torch.arange(H.shape[1], device=H.device) >= unbuffered
+        cols = torch.ones_like(H[:1], dtype=torch.bool)
+        cols[:, :unbuffered] = False
         out = stack.pop(H, n, cols if mask is None else cols & mask)
-        prev = restore if mask is None else torch.where(mask, restore, H[:, :unbuffered])
-        return torch.cat([prev, out[:, unbuffered:]], 1)
+        # a padded example's slice did not change at this step, so its stored value is its current one
+        return torch.cat([restore, out[:, unbuffered:]], 1)
 
     def init_state(self, batch: int, device=None) -> tuple[torch.Tensor, ...]:
         return tuple(torch.zeros(batch, self.hidden_size, dtype=torch.long, device=device) for _ in range(self.n_states))

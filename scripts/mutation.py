@@ -115,11 +115,20 @@ def results(file: str) -> dict[str, str]:
 
 
 def diff(file: str, mutant: str) -> str:
+    """The mutation as ``mutmut show`` prints it, cached per workspace until its mutated copy of the file changes."""
     ws = WORK / slug(file)
-    p = subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=ws, capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=str(ws)))
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith(("+", "-")) and not ln.startswith(("+++", "---"))]
-    return " / ".join(ln.strip() for ln in lines)[:300]
+    cache_file = ws / "diffs.json"
+    stamp = (ws / "mutants" / file).stat().st_mtime_ns
+    cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
+    if cache.get("stamp") != stamp:
+        cache = {"stamp": stamp, "diffs": {}}
+    if mutant not in cache["diffs"]:
+        p = subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=ws, capture_output=True, text=True,
+                           env=dict(os.environ, PYTHONPATH=str(ws)))
+        lines = [ln for ln in p.stdout.splitlines() if ln.startswith(("+", "-")) and not ln.startswith(("+++", "---"))]
+        cache["diffs"][mutant] = " / ".join(ln.strip() for ln in lines)[:300]
+        cache_file.write_text(json.dumps(cache))
+    return cache["diffs"][mutant]
 
 
 def report() -> str:

@@ -97,6 +97,65 @@ def test_overflow_spills_low_bits_of_large_entries_only():
     assert torch.equal(stack.pop(out, n), H) and torch.equal(stack.buf, start) and not stack.slabs
 
 
+def test_slab_storage_is_released_by_the_pop():
+    """A spill, its pop, and the same spill again: the peak storage is that of one spill (the slab's bits are
+    returned when it is popped), and the stack is empty in between."""
+    stack = BitStack((4,))
+    start = torch.tensor([2**53 + 3, 2**40, 7, 0])
+    stack.buf = start.clone()
+    H, n = torch.tensor([10, -20, 30, 40]), torch.full((4,), 1024)
+    out = stack.push(H, n)
+    once = stack.bits()
+    assert once == 64 * 4 + 8 * 1 + 32 * 2 + 1
+    stack.pop(out, n)
+    assert torch.equal(stack.buf, start) and stack.flags == [] and stack.slabs == []
+    stack.push(H, n)
+    assert stack.bits() == once
+
+
+def test_empty_needs_no_flags_no_slabs_and_a_zero_buffer():
+    stack = BitStack((3,))
+    assert stack.empty()
+    stack.push(torch.zeros(3, dtype=torch.long), torch.full((3,), 1024))   # a no-op push still leaves its flag
+    assert torch.equal(stack.buf, torch.zeros(3, dtype=torch.long)) and not stack.empty()
+    other = BitStack((3,))
+    other.buf[1] = 5
+    assert not other.empty()
+    third = BitStack((3,))
+    third.slabs.append((torch.zeros(1, dtype=torch.uint8), torch.zeros(0, dtype=torch.int32)))
+    assert not third.empty()
+
+
+def test_out_of_order_slab_pop_is_refused_at_its_bound():
+    """Restoring a slab shifts the entry left by 31 bits: an entry of 2^32 or more cannot take it in int64."""
+    p = BitStack._piece_bits()
+    assert p == 31
+
+    def popped(value):
+        stack = BitStack((2,))
+        stack.flags.append(True)
+        stack.slabs.append((rv._pack_bits(torch.tensor([True, False])), torch.tensor([5], dtype=torch.int32)))
+        stack.buf = torch.tensor([value, 0])
+        stack.pop(torch.zeros(2, dtype=torch.long), torch.full((2,), 1024))
+        return stack.buf
+
+    assert popped(2**32 - 1).tolist() == [((2**32 - 1) << 31) | 5, 0]
+    for big in (2**32, 2**40):
+        with pytest.raises(RuntimeError, match=r"^BitStack: entry too large to restore an overflow slab \(pops out "
+                                               r"of order\)$"):
+            popped(big)
+
+
+def test_packed_masks_round_trip():
+    for n in (1, 7, 8, 9, 23):
+        m = torch.rand(n) < 0.5
+        packed = rv._pack_bits(m)
+        assert packed.dtype == torch.uint8 and packed.numel() == (n + 7) // 8
+        assert torch.equal(rv._unpack_bits(packed, (n,)), m)
+    assert rv._pack_bits(torch.tensor([True, False, True, True, False, False, False, True, True])).tolist() == \
+        [1 + 4 + 8 + 128, 1]
+
+
 def test_masked_entries_are_untouched():
     stack = BitStack((4,))
     H = torch.tensor([-5000, 7, 123456, -1], dtype=torch.long)
@@ -277,6 +336,21 @@ def test_bad_input_errors():
     with pytest.raises(FixedPointOverflow, match=r"^fixed-point overflow: \|c\| reached 1.05e\+06, beyond the "
                                                  r"representable range \+-2\^20$"):
         RevLSTMCell._check([torch.tensor([[3, -limit]])])
+    for name in (None, "none", "None", "null"):                         # config spellings of "no limit"
+        assert rv.max_forget(name) == 1.0
+    assert [rv.max_forget(b) for b in (1, 2, 3, 5)] == [0.5, 0.75, 0.875, 0.96875]
+    with pytest.raises(ValueError, match=r"^unsupported max_forget_bits='NONE'; use 1, 2, 3, 5 or none$"):
+        rv.max_forget("NONE")
+    to_fixed(torch.tensor([2.0**20 - 0.5]))                                # |h| < 2^20 fits
+    with pytest.raises(FixedPointOverflow, match=r"^fixed-point overflow: \|h\| = 1.05e\+06 is beyond the "
+                                                 r"representable range \+-2\^20$"):
+        to_fixed(torch.tensor([0.5, -2.0**20]))
+    with pytest.raises(FixedPointOverflow, match=r"^fixed-point overflow in c: "):
+        to_fixed(torch.tensor([3e6]), " in c")
+    # gates: round(1024 z), at least 1024 (1 - m), at most 1024
+    z = torch.tensor([0.0, 0.0004, 0.0006, 0.5, 0.99995, 1.0, 1.3])
+    assert rv.quantize_gate(z, 1.0).tolist() == [1, 1, 1, 512, 1024, 1024, 1024]
+    assert rv.quantize_gate(z, 0.875).tolist() == [128, 128, 128, 512, 1024, 1024, 1024]
     for cls in CELLS:   # the max-forgetting reaches the cell
         assert cls(3, 8, 5).m == rv.MAX_FORGET[5] and cls(3, 8, None).m == 1.0
 
@@ -534,6 +608,15 @@ def test_unbuffered_slice_units_are_restored_from_the_stored_slice(cell_cls):
     assert stack.info_bits < full.info_bits            # the slice units' forgotten bits were not pushed
     for t in reversed(range(80)):
         S = cell.reverse_fixed(xs[t], S, stack, (t < lengths)[:, None], unbuffered=k, restore=slices[t])
+    assert all(torch.equal(a, b) for a, b in zip(S, S0)) and stack.empty()
+    # without a padding mask: the slice's low bits are dropped (floor), the other units round-trip exactly
+    stack, S, slices = cell.new_stack(4), S0, [S0[0][:, :k].clone()]
+    for t in range(30):
+        S = cell.step_fixed(xs[t], S, stack, unbuffered=k)
+        slices.append(S[0][:, :k].clone())
+    assert not torch.equal(S[0][:, :k], S0[0][:, :k])
+    for t in reversed(range(30)):
+        S = cell.reverse_fixed(xs[t], S, stack, unbuffered=k, restore=slices[t])
     assert all(torch.equal(a, b) for a, b in zip(S, S0)) and stack.empty()
 
 
