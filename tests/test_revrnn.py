@@ -172,6 +172,20 @@ def test_info_bits_are_minus_log2_of_the_gates():
     stack.push(torch.tensor([10, -20, 30]), n)
     assert stack.info_bits == pytest.approx(1 + 3 + 0)
     assert stack.bits() == 64 * 3 + 1
+    # accumulated in float64: exactly the float64 sum, also for gates whose bits are far from whole numbers
+    odd = torch.tensor([1023, 3, 1000])
+    for _ in range(3):
+        stack.push(torch.tensor([10, -20, 30]), odd)
+    want = float((10 - torch.log2(n.double())).sum()) + 3 * float((10 - torch.log2(odd.double())).sum())
+    assert stack.info_bits == want
+
+
+def test_an_entry_at_the_slab_limit_spills():
+    for value, spills in ((rv.SLAB_LIMIT - 1, False), (rv.SLAB_LIMIT, True)):
+        stack = BitStack((2,))
+        stack.buf = torch.tensor([value, 3])
+        stack.push(torch.tensor([1, 2]), torch.full((2,), 1024))
+        assert stack.flags == [spills] and len(stack.slabs) == int(spills)
 
 
 def make_lm(cell, bits=3, layers=2, dropout=0.0):
