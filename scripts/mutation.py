@@ -11,7 +11,8 @@ resumes: mutmut keeps its results in the workspace and re-tests only what change
 
 The report counts, per file, mutants killed / survived / timed out / not reached by any test, and lists every
 survivor either as equivalent (``results/mutation/equivalent.yaml``: mutant name -> why it changes nothing
-observable) or as a gap. Score = killed / (all - equivalent).
+observable) or as a gap (not killed; ``results/mutation/gaps.yaml`` says why where it is known, e.g. a device argument
+that only a GPU run can tell apart). Score = killed / (all - equivalent): gaps count against it.
 """
 from __future__ import annotations
 
@@ -136,6 +137,8 @@ def report() -> str:
 
     eq_file = REPORT / "equivalent.yaml"
     equivalent = (yaml.safe_load(eq_file.read_text()) or {}) if eq_file.exists() else {}
+    gap_file = REPORT / "gaps.yaml"
+    gaps = (yaml.safe_load(gap_file.read_text()) or {}) if gap_file.exists() else {}
     rows, details = [], []
     for file in TESTS:
         res = results(file)
@@ -158,7 +161,8 @@ def report() -> str:
             details.append(f"\n### `{file}`\n")
             for m in sorted(surv):
                 why = equivalent.get(m)
-                label = f"equivalent: {why}" if why else f"**not killed** ({res[m]})"
+                label = (f"equivalent: {why}" if why else
+                         f"**not killed** ({res[m]}" + (f": {gaps[m]})" if m in gaps else ")"))
                 details.append(f"- `{m}`: {label}. Mutation: `{diff(file, m)}`")
     text = "\n".join([
         "# Mutation testing: would the tests notice a wrong method?", "",
@@ -171,7 +175,8 @@ def report() -> str:
         "Tests left out of mutation runs (they run in `make test`):", "",
         *[f"- `{t}`: {why}" for t, why in DESELECT.items()], "",
         "Every mutant that was not killed, with the mutation (as `mutmut show` prints it) and, where it changes "
-        "nothing observable, why (`results/mutation/equivalent.yaml`):", *details, ""])
+        "nothing observable, why (`results/mutation/equivalent.yaml`); for gaps, why they are not killed where it is "
+        "known (`results/mutation/gaps.yaml`):", *details, ""])
     REPORT.mkdir(parents=True, exist_ok=True)
     (REPORT / "README.md").write_text(text)
     return text

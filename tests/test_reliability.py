@@ -424,20 +424,22 @@ def test_wandb_online_without_a_key_falls_back_to_offline(tmp_path):
     p = run_cli("experiment=fastweights_retrieval", "smoke=true", "logger.mode=online", "logger.progress=false",
                 f"data.root={tmp_path}/data", f"hydra.run.dir={tmp_path}/run", env=env)
     assert p.returncode == 0, p.stderr
-    assert time.time() - t0 < 30 and "Traceback" not in p.stderr
+    # no login prompt waiting on stdin: a smoke run takes ~10 s idle; 60 s leaves room for a loaded 2-core machine
+    assert time.time() - t0 < 60 and "Traceback" not in p.stderr
     warnings = [ln for ln in p.stderr.splitlines() if ln.startswith("warning: ")]
     assert len(warnings) == 1 and "no W&B API key" in warnings[0]
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
 
 
-def test_wandb_online_without_network_falls_back_within_30s(tmp_path):
+def test_wandb_online_without_network_falls_back_at_the_init_timeout(tmp_path):
     env = {"HOME": str(tmp_path), "WANDB_API_KEY": "0" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9",
            "WANDB_CONFIG_DIR": str(tmp_path / "wb")}
     t0 = time.time()
     p = run_cli("experiment=fastweights_retrieval", "smoke=true", "logger.mode=online", "logger.progress=false",
                 "logger.init_timeout=8", f"data.root={tmp_path}/data", f"hydra.run.dir={tmp_path}/run", env=env)
     assert p.returncode == 0, p.stderr
-    assert time.time() - t0 < 30 and "Traceback" not in p.stderr
+    # the 8 s init timeout, not W&B's own (90 s and retries): a smoke run takes ~20 s idle; 60 s leaves room for load
+    assert time.time() - t0 < 60 and "Traceback" not in p.stderr
     warnings = [ln for ln in p.stderr.splitlines() if ln.startswith("warning: ")]
     assert len(warnings) == 1 and "W&B online failed" in warnings[0] and "logging offline" in warnings[0]
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
