@@ -383,3 +383,27 @@ def test_node_classifier_forward_by_hand_and_options():
     assert torch.equal(d(xs, ei), d(xs, ei))                                # no dropout at evaluation
     d.train()
     assert not torch.equal(d(xs, ei), d(xs, ei))
+
+
+def test_every_tensor_is_made_on_the_inputs_device():
+    """Device placement, checked on a CPU-only machine: with PyTorch's default device set to 'meta' (data-less),
+    a tensor made without the input's device lands there and the call fails, as it would on a GPU with a CPU
+    default. Correct code gives the same values as the ordinary run: the encoder's random initial features, the
+    flow both ways, its log-density and the node classifier."""
+    torch.manual_seed(1)
+    enc = GraphEncoder(6, steps=2, hidden=12, heads=3)
+    flow = GraphFlow(6, n_blocks=2, hidden=12, heads=3)
+    clf = NodeClassifier(5, 3, dim=8, steps=2, hidden=8, heads=2).eval()
+    ei, batch = tiny_graph(7, seed=3), torch.tensor([0, 0, 0, 1, 1, 1, 1])
+    x = torch.randn(7, 6)
+
+    def run():
+        torch.manual_seed(2)
+        h = enc(ei, 7)
+        z, ld = flow(h, ei)
+        return [h, z, ld, flow.inverse(z, ei), flow.log_prob(h, ei, batch, 2), clf(x[:, :5], ei)]
+
+    want = run()
+    with torch.device("meta"):
+        got = run()
+    assert all(torch.equal(a, b) for a, b in zip(want, got))

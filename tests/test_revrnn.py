@@ -111,6 +111,15 @@ def test_slab_storage_is_released_by_the_pop():
     assert torch.equal(stack.buf, start) and stack.flags == [] and stack.slabs == []
     stack.push(H, n)
     assert stack.bits() == once
+    # a 16-entry stack (two mask bytes): one entry spills, is popped, then three spill; the peak is the
+    # second slab's alone, so the pop returned exactly the first slab's bits
+    stack = BitStack((16,))
+    stack.buf[0] = 2**53
+    H16, n16 = torch.arange(16), torch.full((16,), 1024)
+    stack.pop(stack.push(H16, n16), n16)
+    stack.buf[:3] = torch.tensor([2**53, 2**40, 2**35])
+    stack.push(H16, n16)
+    assert stack.bits() == 64 * 16 + 8 * 2 + 32 * 3 + 1
 
 
 def test_empty_needs_no_flags_no_slabs_and_a_zero_buffer():
@@ -549,6 +558,15 @@ def test_cell_and_layer_defaults():
     drop.eval()
     drop(x, state)
     assert drop.cell.drop == {}
+    plain = rv.RevLayer(3, 8).train()           # no DropConnect unless asked for, no stack before a forward
+    assert plain.weight_drop == 0.0 and plain.last_stack is None
+    plain(x, plain.init_state(2, "cpu"))
+    assert plain.cell.drop == {}
+    with torch.no_grad():                       # without autograd the layer keeps no float twin of its state
+        plain(x, plain.init_state(2, "cpu"))
+    assert plain.last_float_state is None
+    plain(x, plain.init_state(2, "cpu"))
+    assert plain.last_float_state is not None and plain.last_float_state[0].requires_grad
 
 
 @pytest.mark.parametrize("cell_cls", CELLS)
@@ -655,3 +673,41 @@ def test_a_reversal_that_does_not_come_back_is_an_error(monkeypatch):
     monkeypatch.setattr(rv.BitStack, "empty", lambda self: next(calls))
     with pytest.raises(RuntimeError, match="^reversal did not restore encoder layer 0's initial state exactly$"):
         seq2seq_step(s2s, src, src != 0, tgt, tgt != 0, 2.0)
+
+
+@pytest.mark.parametrize("cell", ["revlstm", "revgru"])
+def test_every_tensor_is_made_on_the_inputs_device(cell):
+    """Device placement, checked on a CPU-only machine: with PyTorch's default device set to 'meta' (data-less),
+    any tensor made without the input's device lands there and the step fails (as it would on a GPU with a CPU
+    default), while correct code gives the same loss, state, gradients and statistics as the ordinary run. This
+    covers the bit stacks, the initial states, every dropout mask and DropConnect, and the gradient buffers."""
+    model = make_lm(cell, dropout=0.3).train()
+    words = torch.randint(0, 50, (6, 3))
+
+    def run(fn):
+        torch.manual_seed(5)
+        model.zero_grad()
+        state = [l.init_state(3, words.device) for l in model.layers]
+        stacks = [l.cell.new_stack(3, words.device) for l in model.layers]
+        out = fn(state)
+        return out, [p.grad.clone() for p in model.parameters()], stacks
+
+    def step(state):
+        return lm_step(model, words, words, state)
+
+    def forward(state):
+        logits, new, _ = model(words, state)
+        torch.nn.functional.cross_entropy(logits.view(-1, 50), words.reshape(-1)).backward()
+        return logits.detach(), new, [l.last_stack.bits() for l in model.layers]
+
+    for fn in (step, forward):
+        (a, ga, sa) = run(fn)
+        with torch.device("meta"):
+            (b, gb, sb) = run(fn)
+        assert all(s.buf.device.type == "cpu" and s._info.device.type == "cpu" for s in sb)
+        assert all(torch.equal(x, y) for x, y in zip(ga, gb))
+        if fn is step:
+            assert torch.equal(a[0], b[0]) and a[2] == b[2]
+            assert all(torch.equal(x, y) for s, t in zip(a[1], b[1]) for x, y in zip(s, t))
+        else:
+            assert torch.equal(a[0], b[0]) and a[2] == b[2]

@@ -192,3 +192,50 @@ def test_full_attention_is_refused_by_the_reversal_step():
     with pytest.raises(ValueError, match="^attention 'full' keeps every encoder state: it cannot be trained by "
                                          "reversal$"):
         seq2seq_step(model, src, src != 0, tgt, tgt != 0, 2.0)
+
+
+@pytest.mark.parametrize("cell", ["revgru", "gru"])
+def test_every_tensor_is_made_on_the_inputs_device(cell):
+    """Device placement, checked on a CPU-only machine: with PyTorch's default device set to 'meta' (data-less),
+    a tensor made without the input's device lands there and the step fails, as it would on a GPU with a CPU
+    default. Correct code gives the same loss, gradients, memory accounting and translations as the ordinary run:
+    the reversal step (initial states, bit stacks, dropout masks, gradient buffers), the forward pass, greedy and
+    beam decoding."""
+    from algorithms.reversible_bptt import seq2seq_step
+
+    torch.manual_seed(3)
+    model = Seq2Seq(15, 13, emb=8, hidden=10, cell=cell, attention="emb+slice", slice_units=3, dropout=0.3,
+                    layers=2)
+    src = torch.randint(4, 15, (7, 3))
+    sm = torch.arange(7)[:, None] < torch.tensor([7, 2, 5])
+    src = src.masked_fill(~sm, 0)
+    tgt = torch.cat([torch.full((1, 3), 2), torch.randint(4, 13, (5, 3)), torch.full((1, 3), 3)])
+    tm = tgt != 0
+
+    def run():
+        out = []
+        model.train()
+        if cell == "revgru":
+            torch.manual_seed(5)
+            model.zero_grad()
+            loss, acct = seq2seq_step(model, src, sm, tgt, tm, 3.0)
+            out += [loss, acct, [p.grad.clone() for p in model.parameters()]]
+        torch.manual_seed(5)
+        model.zero_grad()
+        model(src, sm, tgt[:-1], tm[:-1]).sum().backward()
+        out.append([p.grad.clone() for p in model.parameters()])
+        model.eval()
+        with torch.no_grad():
+            out += [model.greedy(src, sm, max_len=6), model.beam(src, sm, width=3, max_len=6)]
+        return out
+
+    want = run()
+    with torch.device("meta"):
+        got = run()
+    for a, b in zip(want, got):
+        if isinstance(a, list) and a and isinstance(a[0], torch.Tensor):
+            assert all(torch.equal(x, y) for x, y in zip(a, b))
+        elif isinstance(a, torch.Tensor):
+            assert torch.equal(a, b)
+        else:
+            assert a == b
