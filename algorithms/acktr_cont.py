@@ -37,10 +37,10 @@ class _Base:
     vf: nn.Module
 
     def __init__(self, policy: nn.Module, vf: nn.Module, target_kl: float, min_stepsize: float, max_stepsize: float,
-                 vf_iters: int, vf_l2: float, vf_fisher_coef: float):
+                 vf_iters: int, vf_l2: float):
         self.policy, self.vf = policy, vf
         self.target_kl, self.min_stepsize, self.max_stepsize = target_kl, min_stepsize, max_stepsize
-        self.vf_iters, self.vf_l2, self.vf_fisher_coef = vf_iters, vf_l2, vf_fisher_coef
+        self.vf_iters, self.vf_l2 = vf_iters, vf_l2
 
     def vf_loss(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         mse = (self.vf(X) - y).pow(2).mean()
@@ -74,8 +74,8 @@ class ContinuousACKTR(_Base):
                  min_stepsize: float = 1e-8, max_stepsize: float = 1.0, logstd_kfac: bool = True,
                  vf_iters: int = 25, vf_l2: float = 3e-4, vf_fisher_coef: float = 1.0,
                  policy_kfac: dict | None = None, vf_kfac: dict | None = None):
-        super().__init__(policy, vf, target_kl, min_stepsize, max_stepsize, vf_iters, vf_l2, vf_fisher_coef)
-        self.stepsize = lr
+        super().__init__(policy, vf, target_kl, min_stepsize, max_stepsize, vf_iters, vf_l2)
+        self.stepsize, self.vf_fisher_coef = lr, vf_fisher_coef
         pk = dict(bias_mode="homogeneous", **(policy_kfac or {}))
         g_blocks = [(policy.log_std, std_from_log_std)] if logstd_kfac else []
         extra = [] if logstd_kfac else [policy.log_std]   # the deviation: a plain momentum step for the log-std
@@ -121,8 +121,8 @@ class ContinuousACKTR(_Base):
 class ContinuousA2C(_Base):
     def __init__(self, policy: nn.Module, vf: nn.Module, lr: float = 3e-4, target_kl: float = 0.002,
                  min_stepsize: float = 1e-8, max_stepsize: float = 1.0, vf_lr: float = 1e-3, vf_iters: int = 25,
-                 vf_l2: float = 3e-4, vf_fisher_coef: float = 1.0):
-        super().__init__(policy, vf, target_kl, min_stepsize, max_stepsize, vf_iters, vf_l2, vf_fisher_coef)
+                 vf_l2: float = 3e-4):
+        super().__init__(policy, vf, target_kl, min_stepsize, max_stepsize, vf_iters, vf_l2)
         self.stepsize = lr
         self.popt = torch.optim.Adam(policy.parameters(), lr=lr)
         self.vopt = torch.optim.Adam(vf.parameters(), lr=vf_lr)

@@ -156,10 +156,10 @@ def conv_input_factor_cells(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     A[:d, d] = A[d, :d] = torch.stack([s[a, b] for a, b in offsets]).reshape(d)
     A[d, d] = N * oh * ow
     # block order (a, b, c, sy, sx) -> unfold order (c, a*sh+sy, b*sw+sx)
-    a_, b_, c_, sy, sx = torch.meshgrid(torch.arange(mh), torch.arange(mw), torch.arange(C), torch.arange(sh),
-                                        torch.arange(sw), indexing="ij")
+    a_, b_, c_, sy, sx = torch.meshgrid(*(torch.arange(n, device=x.device) for n in (mh, mw, C, sh, sw)),
+                                        indexing="ij")
     unfold_idx = (c_ * kh * kw + (a_ * sh + sy) * kw + (b_ * sw + sx)).reshape(-1)
-    perm = torch.cat([torch.argsort(unfold_idx), torch.tensor([d])]).to(x.device)
+    perm = torch.cat([torch.argsort(unfold_idx), unfold_idx.new_full((1,), d)])
     return A[perm][:, perm]
 
 
@@ -186,7 +186,7 @@ def input_factor(layer: _Layer, x: torch.Tensor) -> torch.Tensor:
         if layer.homogeneous:
             a = torch.cat([a, a.new_ones(a.shape[0], 1)], 1)
         return (a.t() @ a) / (B * L * L)
-    a = x.reshape(-1, x.shape[-1])
+    a = x   # (batch, features): the forward hook refuses other shapes
     if layer.homogeneous:
         a = torch.cat([a, a.new_ones(a.shape[0], 1)], 1)
     return (a.t() @ a) / B
@@ -199,14 +199,14 @@ def grad_factor(layer: _Layer, gout: torch.Tensor, batch_size: int) -> torch.Ten
         L = oh * ow
         g = gout.permute(0, 2, 3, 1).reshape(-1, C) * batch_size
         return (g.t() @ g) * (L / B)
-    g = gout.reshape(-1, gout.shape[-1]) * batch_size
+    g = gout * batch_size
     return (g.t() @ g) / batch_size
 
 
 def bias_grad_factor(layer: _Layer, gout: torch.Tensor, batch_size: int) -> torch.Tensor:
     """G of a separate bias block: per-example output gradients summed over the spatial positions (conv),
     G_b = (1/B) sum_n (sum_s g)(sum_s g)^T, as baselines' K-FAC for a ``+ b`` bias."""
-    g = (gout.sum((2, 3)) if layer.kind == "conv" else gout.reshape(-1, gout.shape[-1])) * batch_size
+    g = (gout.sum((2, 3)) if layer.kind == "conv" else gout) * batch_size
     return (g.t() @ g) / g.shape[0]
 
 
@@ -262,8 +262,8 @@ class KFAC(torch.optim.Optimizer):
                   if p.requires_grad and id(p) not in covered]
         # parameters outside every block get the plain gradient (a deviation; none in the reference networks)
         super().__init__([{"params": [p for layer in self.layers for p in layer.params()] +
-                           [b.param for b in self.gblocks], "kfac": True},
-                          {"params": others, "kfac": False}],
+                           [b.param for b in self.gblocks]},
+                          {"params": others}],
                          dict(lr=lr, momentum=momentum))
         self.param_groups = [g for g in self.param_groups if g["params"]]
         self.stat_decay, self.damping, self.weight_damping, self.kl_clip = stat_decay, damping, weight_damping, kl_clip
@@ -287,6 +287,8 @@ class KFAC(torch.optim.Optimizer):
         def hook(module, inputs, output):
             if self._capturing and torch.is_grad_enabled() and output.requires_grad:
                 x = inputs[0].detach()
+                if layer.kind == "linear" and x.dim() != 2:
+                    raise ValueError(f"K-FAC supports nn.Linear on (batch, features) inputs, got shape {tuple(x.shape)}")
 
                 def on_grad(gout):
                     if self._capturing:
@@ -397,7 +399,7 @@ class KFAC(torch.optim.Optimizer):
     def step(self, closure=None):
         if any(layer.A is None for layer in self.layers) or any(b.G is None for b in self.gblocks):
             raise RuntimeError("K-FAC step before any statistics: run a Fisher backward inside capture() first")
-        group = next(g for g in self.param_groups if g["kfac"])
+        group = self.param_groups[0]   # the K-FAC blocks (never empty); others, if any, second
         lr, m = group["lr"], group["momentum"]
         if self.steps < self.cold_iters:   # cold phase: momentum SGD while the factors accumulate
             params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]

@@ -380,3 +380,45 @@ def test_continuous_acktr_update_is_kfac_driven_by_hand():
                                               logstd_kfac=True, vf_iters=25, vf_l2=3e-4, vf_fisher_coef=1.0,
                                               policy_kfac=None, vf_kfac=None)
     assert ContinuousACKTR(*_cont_nets()).vf_lr == 0.001
+
+
+def test_continuous_defaults_in_use_and_the_logstd_deviation_option():
+    """What the continuous-control constructors hold when given nothing (old_acktr_cont's settings; the A2C
+    counterpart's are ours), the step-size rule at its exact boundaries, the info keys, and ``logstd_kfac=False``
+    (the named deviation: the log-std outside K-FAC, a plain momentum step)."""
+    from algorithms.acktr_cont import ContinuousA2C, ContinuousACKTR, std_from_log_std
+
+    acktr = ContinuousACKTR(*_cont_nets())
+    assert (acktr.stepsize, acktr.target_kl, acktr.min_stepsize, acktr.max_stepsize, acktr.vf_iters, acktr.vf_l2,
+            acktr.vf_fisher_coef, acktr.vf_lr) == (0.03, 0.002, 1e-8, 1.0, 25, 3e-4, 1.0, 0.001)
+    assert [b.param is acktr.policy.log_std and b.transform is std_from_log_std for b in acktr.popt.gblocks] == [True]
+    assert len(acktr.popt.param_groups) == 1 and all(l.homogeneous for l in acktr.popt.layers + acktr.vopt.layers)
+    a2c = ContinuousA2C(*_cont_nets())
+    assert (a2c.stepsize, a2c.target_kl, a2c.min_stepsize, a2c.max_stepsize, a2c.vf_iters, a2c.vf_l2,
+            a2c.vopt.param_groups[0]["lr"]) == (3e-4, 0.002, 1e-8, 1.0, 25, 3e-4, 1e-3)
+    # info keys of one update each
+    obs, act, adv, X, y = _cont_batch(0)
+    common = {"loss/value", "loss/policy", "loss/total", "entropy", "policy/std_mean", "kl_measured", "stepsize"}
+    assert set(ContinuousACKTR(*_cont_nets(), vf_iters=1).update(obs, act, adv, X, y)) == common | {
+        "kfac/vf_trust_scale", "kfac/kl_quadratic", "kfac/trust_scale"}
+    assert set(ContinuousA2C(*_cont_nets(), vf_iters=1).update(obs, act, adv, X, y)) == common
+    # logstd_kfac=False: no G-only block; the log-std is a plain parameter of the policy's K-FAC
+    policy, vf = _cont_nets()
+    dev = ContinuousACKTR(policy, vf, logstd_kfac=False, vf_iters=1, policy_kfac=dict(cold_iters=0))
+    assert dev.popt.gblocks == [] and [len(g["params"]) for g in dev.popt.param_groups] == [6, 1]
+    assert dev.popt.param_groups[1]["params"][0] is policy.log_std
+    before = policy.log_std.detach().clone()
+    dev.update(obs, act, adv, X, y)
+    assert not torch.equal(policy.log_std.detach(), before)
+
+
+@pytest.mark.parametrize("ratio,after", [(2.5, 0.01 / 1.5), (2.0, 0.01), (1.0, 0.01), (0.5, 0.01), (0.49, 0.01 * 1.5)])
+def test_continuous_stepsize_rule_at_its_boundaries(monkeypatch, ratio, after):
+    """/1.5 when the measured KL is above twice the target, x1.5 below half of it, unchanged in [0.5, 2] x target."""
+    from algorithms import acktr_cont
+
+    algo = acktr_cont.ContinuousA2C(*_cont_nets(), lr=0.01, target_kl=0.002)
+    monkeypatch.setattr(acktr_cont.torch.distributions, "kl_divergence",
+                        lambda p, q: torch.tensor([ratio * 0.002], dtype=D))
+    assert algo.adapt_stepsize(None, torch.zeros(1, 4, dtype=D)) == ratio * 0.002
+    assert algo.stepsize == after

@@ -382,3 +382,140 @@ def test_cell_path_taken_exactly_where_it_is_exact():
         a = torch.cat([p.reshape(-1, p.shape[-1]), torch.ones(p.shape[0] * p.shape[1], 1, dtype=D)], 1)
         torch.testing.assert_close(input_factor(_Layer(conv, "homogeneous"), x), a.t() @ a / (2 * p.shape[1] ** 2),
                                    rtol=1e-10, atol=1e-12)
+
+
+def test_reference_defaults_in_use_over_the_cold_phase_and_the_first_kfac_steps():
+    """A K-FAC built with no options, written out update by update (baselines' kfac.py defaults): 11 cold
+    momentum-SGD steps (lr 0.25, momentum 0.9, gradients clipped to global norm 0.5) while the factors average
+    plainly over the first 10 batches and then decay at 0.99; separate bias blocks; the first K-FAC step uses the
+    eigendecompositions launched after the last cold step (factors of 11 batches, one update stale), the next
+    those of 12; damping 0.01; trust region 0.001; step lr * (1 - momentum) with its own momentum buffer."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2).to(D)
+    kfac = KFAC(model)
+    assert len(kfac.param_groups) == 1 and kfac.last == {} and kfac.steps == 0
+    A = G = None
+    snaps, cold_buf, buf = [], [torch.zeros_like(p) for p in model.parameters()], None
+    for t in range(13):
+        x, w = torch.randn(4, 3, dtype=D), torch.randn(4, 2, dtype=D)
+        with kfac.capture():
+            kfac.fisher_backward((model(x) * w).sum(1).mean())
+        A_t, G_t = x.t() @ x / 4, w.t() @ w / 4     # G of the batch-mean loss: (B g)(B g)^T / B, g = w / B
+        if t == 0:
+            A, G = A_t.clone(), G_t.clone()
+        elif t < 10:
+            A, G = A + (A_t - A) / (t + 1), G + (G_t - G) / (t + 1)
+        else:
+            A, G = 0.99 * A + 0.01 * A_t, 0.99 * G + 0.01 * G_t
+        torch.testing.assert_close(kfac.layers[0].A, A, rtol=1e-12, atol=0)
+        torch.testing.assert_close(kfac.layers[0].G, G, rtol=1e-12, atol=0)
+        torch.testing.assert_close(kfac.layers[0].Gb, G, rtol=1e-12, atol=0)   # a Linear's bias block: G itself
+        snaps.append((A.clone(), G.clone()))
+        model.zero_grad()
+        (model(x).pow(2).sum() * 10).backward()           # large: the cold phase's clip is active
+        g = [p.grad.clone() for p in model.parameters()]
+        before = [p.detach().clone() for p in model.parameters()]
+        kfac.step()
+        if t < 11:
+            norm = torch.sqrt(sum((q * q).sum() for q in g))
+            assert norm > 0.5 and kfac.last["cold"] == 1.0
+            cold_buf = [0.9 * b + q * (0.5 / (norm + 1e-6)) for b, q in zip(cold_buf, g)]
+            expect = [b0 - 0.25 * b for b0, b in zip(before, cold_buf)]
+        else:
+            Au, Gu = snaps[t - 1]                          # the factors of t batches
+            nat_w = torch.linalg.solve(torch.kron(Gu, Au) + 0.01 * torch.eye(6, dtype=D), g[0].reshape(-1))
+            nat_b = torch.linalg.solve(Gu + 0.01 * torch.eye(2, dtype=D), g[1])
+            vg = (nat_w @ g[0].reshape(-1) + nat_b @ g[1]) * 0.25 ** 2
+            nu = min(1.0, math.sqrt(0.001 / vg.item()))
+            assert nu < 1 and kfac.last["cold"] == 0.0 and kfac.last["trust_scale"] == pytest.approx(nu, rel=1e-9)
+            nat = [nat_w.reshape(2, 3) * nu, nat_b * nu]
+            buf = nat if buf is None else [0.9 * b + n for b, n in zip(buf, nat)]
+            expect = [b0 - 0.25 * 0.1 * b for b0, b in zip(before, buf)]
+        for p, e in zip(model.parameters(), expect):
+            torch.testing.assert_close(p.detach(), e, rtol=1e-9, atol=1e-12)
+    assert kfac.steps == 13
+
+
+def test_constructor_messages_and_nothing_recorded_outside_capture():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    kfac = KFAC(model)
+    model(torch.randn(5, 3)).sum().backward()           # outside capture(): no statistics, no outputs kept
+    assert all(l.A is None and l.G is None and l.Gb is None and l.n_stats == 0 for l in kfac.layers)
+    with pytest.raises(RuntimeError, match=r"^fisher_backward\(\) needs a forward pass inside capture\(\)$"):
+        kfac.fisher_backward(model(torch.randn(5, 3)).sum())
+    with torch.no_grad(), kfac.capture():
+        model(torch.randn(5, 3))
+        assert kfac._outputs == []                     # no graph: nothing to backpropagate
+    with pytest.raises(ValueError, match=r"^bias_mode must be one of \('separate', 'homogeneous'\), got 'both'$"):
+        KFAC(model, bias_mode="both")
+    with pytest.raises(ValueError, match="^K-FAC found no nn.Linear or nn.Conv2d layer in the model$"):
+        KFAC(nn.Sequential(nn.Tanh(), nn.BatchNorm1d(3)))
+    with kfac.capture(), pytest.raises(
+            ValueError, match=r"^K-FAC supports nn.Linear on \(batch, features\) inputs, got shape \(2, 5, 3\)$"):
+        model(torch.randn(2, 5, 3))
+    homog = nn.Linear(3, 2)                           # homogeneous biases: no separate bias factor is made
+    k2 = KFAC(homog, bias_mode="homogeneous")
+    with k2.capture():
+        k2.fisher_backward(homog(torch.randn(4, 3)).pow(2).sum())
+    assert k2.layers[0].A.shape == (4, 4) and k2.layers[0].Gb is None and set(k2.layers[0].factors()) == {"A", "G"}
+
+
+def test_parameter_groups_and_plain_steps_for_parameters_outside_every_block():
+    """Group 0 holds the K-FAC blocks (layers, then G-only blocks); parameters outside every block (in the model or
+    passed as extra) form group 1 and take a plain momentum step of their own gradient, outside the trust region; a
+    G-only block the Fisher loss does not reach gets zero statistics."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.scale, self.free = nn.Linear(3, 2), nn.Parameter(torch.ones(2)), nn.Parameter(torch.zeros(2))
+
+        def forward(self, x):
+            return self.lin(x) * self.scale + self.free
+
+    torch.manual_seed(0)
+    net = Net().to(D)
+    extra, unused = nn.Parameter(torch.zeros(2, dtype=D)), nn.Parameter(torch.ones(2, dtype=D))
+    kfac = KFAC(net, g_blocks=[(net.scale, lambda g, p: g), (unused, lambda g, p: g)], extra_params=[extra],
+                cold_iters=0, eig_async=False, kl_clip=1e-8)
+    assert [[id(p) for p in g["params"]] for g in kfac.param_groups] == [
+        [id(net.lin.weight), id(net.lin.bias), id(net.scale), id(unused)], [id(net.free), id(extra)]]
+    x = torch.randn(6, 3, dtype=D)
+    with kfac.capture():
+        kfac.fisher_backward(net(x).pow(2).sum(1).mean())
+    torch.testing.assert_close(kfac.gblocks[1].G, torch.zeros(2, 2, dtype=D), rtol=0, atol=0)
+    assert kfac.gblocks[1].n_stats == 1
+    net.zero_grad()
+    (net(x) * torch.randn(6, 2, dtype=D)).sum().backward()
+    unused.grad = torch.zeros(2, dtype=D)
+    g_free, before = net.free.grad.clone(), net.free.detach().clone()
+    kfac.step()
+    assert kfac.last["trust_scale"] < 1e-2                    # the trust region scales the K-FAC blocks only
+    torch.testing.assert_close(net.free.detach(), before - 0.25 * 0.1 * g_free, rtol=1e-12, atol=0)
+    assert extra.grad is None and torch.equal(extra.detach(), torch.zeros(2, dtype=D))
+
+
+def test_conv_cell_path_is_taken_and_exact_on_non_square_inputs_and_on_any_device(monkeypatch):
+    """The cell-grid A factor is used where it applies (a call counter) and equals the patch factor on a
+    non-square input; with PyTorch's default device set to 'meta' it gives the same factor (every index tensor
+    made on the input's device)."""
+    import algorithms.kfac as kf
+
+    calls = []
+    real = kf.conv_input_factor_cells
+    monkeypatch.setattr(kf, "conv_input_factor_cells", lambda x, c: calls.append(1) or real(x, c))
+    x = torch.randn(2, 3, 10, 14, dtype=D)
+    for conv in (nn.Conv2d(3, 4, 4, 2), nn.Conv2d(3, 4, (4, 2), (2, 1), padding=(1, 2))):
+        conv = conv.to(D)
+        layer = kf._Layer(conv, "homogeneous")
+        p = kf.conv_patches(x, conv)
+        a = torch.cat([p.reshape(-1, p.shape[-1]), torch.ones(p.shape[0] * p.shape[1], 1, dtype=D)], 1)
+        n = len(calls)
+        got = kf.input_factor(layer, x)
+        assert len(calls) == n + 1
+        torch.testing.assert_close(got, a.t() @ a / (2 * p.shape[1] ** 2), rtol=1e-10, atol=1e-12)
+        with torch.device("meta"):
+            on_meta_default = kf.input_factor(layer, x)
+        assert on_meta_default.device == x.device and torch.equal(on_meta_default, got)
+    kf.input_factor(kf._Layer(nn.Conv2d(3, 4, 3, 2).to(D), "homogeneous"), x)
+    assert len(calls) == 4                                 # stride 2 does not divide kernel 3: the unfold path

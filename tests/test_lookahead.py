@@ -298,8 +298,10 @@ def test_polyak_starts_on_the_trigger_not_at_initialisation():
     opt = Polyak(torch.optim.SGD(model.parameters(), lr=0.1), start=None)
     train_steps(model, opt, 0, 3)
     assert opt.count == 0 and not opt.averaging
+    now = params(model)
+    assert not all(torch.equal(p, a) for p, a in zip(now, opt.average))   # the copy made at construction
     with eval_weights(opt):             # nothing averaged yet: the iterate itself
-        assert all(torch.equal(p.detach(), q) for p, q in zip(model.parameters(), params(model)))
+        assert all(torch.equal(p.detach(), q) for p, q in zip(model.parameters(), now))
     opt.start_averaging()
     iterates = []
     for s in range(3, 7):
@@ -491,3 +493,30 @@ def test_wrapper_contracts_defaults_errors_closure_and_groups():
     before = [p.detach().clone() for p in a.parameters()]
     with eval_weights(plain):
         assert all(torch.equal(p, q) for p, q in zip(a.parameters(), before))
+
+
+def test_lookahead_alpha_bounds_and_state_after_loading():
+    """alpha is accepted on the closed interval [0, 1] (alpha 0: the slow weights never move and every k-th step
+    resets the fast ones); a wrong state names both counts; after loading, the wrapper's state is the inner
+    optimizer's new state and the slow momentum sits on the parameters' device (a 'meta' model loading a CPU
+    checkpoint)."""
+    model = make_model()
+    start = params(model)
+    la = Lookahead(torch.optim.SGD(model.parameters(), lr=0.1), k=2, alpha=0.0)
+    train_steps(model, la, 0, 4)
+    assert all(torch.equal(p.detach(), q) for p, q in zip(model.parameters(), start))
+    for bad in (-0.1, 1.1):
+        with pytest.raises(ValueError, match=rf"^Lookahead alpha must be in \[0, 1\], got {bad}$"):
+            Lookahead(torch.optim.SGD(model.parameters(), lr=0.1), alpha=bad)
+    Lookahead(torch.optim.SGD(model.parameters(), lr=0.1), alpha=1.0)
+    src = Lookahead(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), k=2, pullback_momentum="pullback")
+    train_steps(model, src, 0, 3)
+    sd = src.state_dict()
+    assert sd["lookahead"]["slow_momentum"]
+    with pytest.raises(ValueError, match="^Lookahead state has 4 slow tensors, the optimizer 2 parameters$"):
+        Lookahead(torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)).load_state_dict(sd)
+    twin = make_model().to("meta")
+    dst = Lookahead(torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9), k=2, pullback_momentum="pullback")
+    dst.load_state_dict(sd)
+    assert dst.state is dst.optimizer.state and len(dst.state) == len(list(twin.parameters()))
+    assert {v.device.type for d in dst.slow_momentum.values() for v in d.values()} == {"meta"}
