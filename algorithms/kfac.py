@@ -288,7 +288,8 @@ class KFAC(torch.optim.Optimizer):
             if self._capturing and torch.is_grad_enabled() and output.requires_grad:
                 x = inputs[0].detach()
                 if layer.kind == "linear" and x.dim() != 2:
-                    raise ValueError(f"K-FAC supports nn.Linear on (batch, features) inputs, got shape {tuple(x.shape)}")
+                    raise ValueError("K-FAC supports nn.Linear on (batch, features) inputs, got shape "
+                                     f"{tuple(x.shape)}")
 
                 def on_grad(gout):
                     if self._capturing:

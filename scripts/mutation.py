@@ -11,8 +11,9 @@ resumes: mutmut keeps its results in the workspace and re-tests only what change
 
 The report counts, per file, mutants killed / survived / timed out / not reached by any test, and lists every
 survivor either as equivalent (``results/mutation/equivalent.yaml``: mutant name -> why it changes nothing
-observable) or as a gap (not killed; ``results/mutation/gaps.yaml`` says why where it is known, e.g. a device argument
-that only a GPU run can tell apart). Score = killed / (all - equivalent): gaps count against it.
+observable) or as a gap (not killed; ``results/mutation/gaps.yaml`` says why where it is known). Device placement
+is tested on the CPU: the tests run entry points again with PyTorch's default device set to 'meta', so a tensor made
+without the input's device fails there. Score = killed / (all - equivalent): gaps count against it.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".mutation"
 REPORT = ROOT / "results" / "mutation"
+RECORDS = REPORT / "runs"   # one committed record per file's last run (the report is built from these)
 # the test modules that exercise each core file in-process (mutmut records which tests reach which function)
 TESTS = {
     "algorithms/kfac.py": ["tests/test_kfac.py", "tests/test_acktr_reference.py", "tests/test_actor_critic_exact.py"],
@@ -92,12 +94,19 @@ def workspace(file: str) -> Path:
     return ws
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
 def run(file: str, children: int) -> None:
     ws = workspace(file)
+    commit = _git("rev-parse", "--short=8", "HEAD") + (" +changes" if _git("status", "--porcelain",
+                                                                             "--untracked-files=no") else "")
     t0 = time.time()
     env = dict(os.environ, PYTHONPATH=str(ws), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     p = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(children)], cwd=ws, env=env)
-    (ws / "last_run.json").write_text(json.dumps({"seconds": time.time() - t0, "returncode": p.returncode}))
+    (ws / "last_run.json").write_text(json.dumps({"seconds": time.time() - t0, "returncode": p.returncode,
+                                                  "commit": commit}))
 
 
 def results(file: str) -> dict[str, str]:
@@ -132,6 +141,29 @@ def diff(file: str, mutant: str) -> str:
     return cache["diffs"][mutant]
 
 
+def record(file: str) -> dict | None:
+    """The file's last run as ``results/mutation/runs/<file>.json`` (committed): counts, minutes, the commit it ran
+    on and every mutant not killed with its mutation, so the report is rebuilt without the (ignored) workspace.
+    Refreshed from the workspace when there is one; otherwise the committed record is read."""
+    res, path = results(file), RECORDS / f"{slug(file)}.json"
+    if not res:
+        return json.loads(path.read_text()) if path.exists() else None
+    last = WORK / slug(file) / "last_run.json"
+    last = json.loads(last.read_text()) if last.exists() else {}
+    sys.path.insert(0, str(ROOT))
+    from runners.core import hardware
+
+    rec = {"file": file, "mutmut": _mutmut_version(), "hardware": hardware(1),
+           "commit": last.get("commit", "not recorded"),   # the commit the mutants were made from (+changes)
+           "minutes": round(last["seconds"] / 60, 1) if "seconds" in last else None,
+           "mutants": len(res), "counts": {st: n for st in STATUSES if (n := sum(v == st for v in res.values()))},
+           "not_killed": {m: {"status": v, "mutation": diff(file, m)} for m, v in sorted(res.items())
+                          if v in ("survived", "no tests", "suspicious")}}
+    RECORDS.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rec, indent=1, ensure_ascii=False) + "\n")
+    return rec
+
+
 def report() -> str:
     import yaml
 
@@ -139,39 +171,42 @@ def report() -> str:
     equivalent = (yaml.safe_load(eq_file.read_text()) or {}) if eq_file.exists() else {}
     gap_file = REPORT / "gaps.yaml"
     gaps = (yaml.safe_load(gap_file.read_text()) or {}) if gap_file.exists() else {}
-    rows, details = [], []
+    rows, details, machines = [], [], set()
     for file in TESTS:
-        res = results(file)
-        if not res:
-            rows.append(f"| `{file}` | not run | | | | | | |")
+        rec = record(file)
+        if not rec:
+            rows.append(f"| `{file}` | not run | | | | | | | |")
             continue
-        count = {s: sum(1 for v in res.values() if v == s) for s in STATUSES}
-        surv = [m for m, v in res.items() if v in ("survived", "no tests", "suspicious", "timeout")
-                and v != "timeout"]
+        machines.add(rec["hardware"])
+        count = {st: rec["counts"].get(st, 0) for st in STATUSES}
+        surv = rec["not_killed"]
         eq = [m for m in surv if m in equivalent]
         pending = count["not checked"]   # an interrupted run: the score covers the mutants checked so far
-        denom = len(res) - len(eq) - pending
+        denom = rec["mutants"] - len(eq) - pending
         score = count["killed"] + count["timeout"]
-        last = WORK / slug(file) / "last_run.json"
-        secs = json.loads(last.read_text())["seconds"] if last.exists() else float("nan")
-        n = f"{len(res)} ({pending} not checked yet: partial)" if pending else f"{len(res)}"
+        n = f"{rec['mutants']} ({pending} not checked yet: partial)" if pending else f"{rec['mutants']}"
+        minutes = "?" if rec["minutes"] is None else f"{rec['minutes']:.0f}"
         rows.append(f"| `{file}` | {n} | {count['killed']} | {count['survived']} | {count['timeout']} | "
-                    f"{count['no tests']} | {len(eq)} | **{100 * score / max(denom, 1):.1f}%** | {secs / 60:.0f} |")
+                    f"{count['no tests']} | {len(eq)} | **{100 * score / max(denom, 1):.1f}%** | {minutes} | "
+                    f"{rec['commit']} |")
         if surv:
             details.append(f"\n### `{file}`\n")
-            for m in sorted(surv):
+            for m, info in sorted(surv.items()):
                 why = equivalent.get(m)
                 label = (f"equivalent: {why}" if why else
-                         f"**not killed** ({res[m]}" + (f": {gaps[m]})" if m in gaps else ")"))
-                details.append(f"- `{m}`: {label}. Mutation: `{diff(file, m)}`")
+                         f"**not killed** ({info['status']}" + (f": {gaps[m]})" if m in gaps else ")"))
+                details.append(f"- `{m}`: {label}. Mutation: `{info['mutation']}`")
     text = "\n".join([
         "# Mutation testing: would the tests notice a wrong method?", "",
         "Generated by `python scripts/mutation.py --report` (`make mutation` runs it after the mutants). mutmut "
         f"{_mutmut_version()} mutates one function of a core file at a time (operators, constants, arguments, "
         "returned values) and runs the tests that reach it; a mutant is killed when a test fails or times out. "
         "Score = (killed + timed out) / (all - equivalent). Goal: 85% in every file.", "",
-        "| file | mutants | killed | survived | timed out | no test reaches it | equivalent | score | minutes |",
-        "|---|---|---|---|---|---|---|---|---|", *rows, "",
+        "| file | mutants | killed | survived | timed out | no test reaches it | equivalent | score | minutes "
+        "| commit |",
+        "|---|---|---|---|---|---|---|---|---|---|", *rows, "",
+        f"Minutes: wall time of the file's last run, one mutant at a time, on {'; '.join(sorted(machines))} "
+        "(often beside other jobs). Records of each run: `results/mutation/runs/`.", "",
         "Tests left out of mutation runs (they run in `make test`):", "",
         *[f"- `{t}`: {why}" for t, why in DESELECT.items()], "",
         "Every mutant that was not killed, with the mutation (as `mutmut show` prints it) and, where it changes "
