@@ -11,9 +11,10 @@ resumes: mutmut keeps its results in the workspace and re-tests only what change
 
 The report counts, per file, mutants killed / survived / timed out / not reached by any test, and lists every
 survivor either as equivalent (``results/mutation/equivalent.yaml``: mutant name -> why it changes nothing
-observable) or as a gap (not killed; ``results/mutation/gaps.yaml`` says why where it is known). Device placement
-is tested on the CPU: the tests run entry points again with PyTorch's default device set to 'meta', so a tensor made
-without the input's device fails there. Score = killed / (all - equivalent): gaps count against it.
+observable and the mutation it was written for, so an entry left stale by renumbering is caught) or as a gap (not
+killed; ``results/mutation/gaps.yaml`` says why where it is known). Device placement is tested on the CPU: the tests
+run entry points again with PyTorch's default device set to 'meta', so a tensor made without the input's device
+fails there. Score = killed / (all - equivalent): gaps count against it.
 """
 from __future__ import annotations
 
@@ -180,7 +181,11 @@ def report() -> str:
         machines.add(rec["hardware"])
         count = {st: rec["counts"].get(st, 0) for st in STATUSES}
         surv = rec["not_killed"]
-        eq = [m for m in surv if m in equivalent]
+        # an entry names its mutation too: mutmut numbers mutants per function, so an edit to the function can give
+        # the number to a different mutation, whose entry is then stale (shown, not counted as equivalent)
+        stale = {m for m in surv if isinstance(equivalent.get(m), dict)
+                 and equivalent[m].get("mutation") != surv[m]["mutation"]}
+        eq = [m for m in surv if m in equivalent and m not in stale]
         pending = count["not checked"]   # an interrupted run: the score covers the mutants checked so far
         denom = rec["mutants"] - len(eq) - pending
         score = count["killed"] + count["timeout"]
@@ -193,7 +198,9 @@ def report() -> str:
             details.append(f"\n### `{file}`\n")
             for m, info in sorted(surv.items()):
                 why = equivalent.get(m)
-                label = (f"equivalent: {why}" if why else
+                why = why.get("why") if isinstance(why, dict) else why
+                label = (f"**stale equivalent entry** (it was written for another mutation: {why})" if m in stale else
+                         f"equivalent: {why}" if why else
                          f"**not killed** ({info['status']}" + (f": {gaps[m]})" if m in gaps else ")"))
                 details.append(f"- `{m}`: {label}. Mutation: `{info['mutation']}`")
     text = "\n".join([

@@ -439,6 +439,7 @@ def test_reference_defaults_in_use_over_the_cold_phase_and_the_first_kfac_steps(
 def test_constructor_messages_and_nothing_recorded_outside_capture():
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
     kfac = KFAC(model)
+    assert kfac.state_dict()["kfac"]["pending"] is None  # nothing launched yet: a fresh checkpoint holds no result
     model(torch.randn(5, 3)).sum().backward()           # outside capture(): no statistics, no outputs kept
     assert all(l.A is None and l.G is None and l.Gb is None and l.n_stats == 0 for l in kfac.layers)
     with pytest.raises(RuntimeError, match=r"^fisher_backward\(\) needs a forward pass inside capture\(\)$"):
