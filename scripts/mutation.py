@@ -101,8 +101,9 @@ def _git(*args: str) -> str:
 
 def run(file: str, children: int) -> None:
     ws = workspace(file)
-    commit = _git("rev-parse", "--short=8", "HEAD") + (" +changes" if _git("status", "--porcelain",
-                                                                             "--untracked-files=no") else "")
+    # uncommitted changes in what the workspace copies (not the report this script itself rewrites)
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", *COPY)
+    commit = _git("rev-parse", "--short=8", "HEAD") + (" +changes" if dirty else "")
     t0 = time.time()
     env = dict(os.environ, PYTHONPATH=str(ws), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     p = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(children)], cwd=ws, env=env)
