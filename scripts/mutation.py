@@ -29,6 +29,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from runners.core import hardware  # noqa: E402  (torch; the machine a run's minutes were measured on)
+
 WORK = ROOT / ".mutation"
 REPORT = ROOT / "results" / "mutation"
 RECORDS = REPORT / "runs"   # one committed record per file's last run (the report is built from these)
@@ -108,7 +111,7 @@ def run(file: str, children: int) -> None:
     env = dict(os.environ, PYTHONPATH=str(ws), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     p = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(children)], cwd=ws, env=env)
     (ws / "last_run.json").write_text(json.dumps({"seconds": time.time() - t0, "returncode": p.returncode,
-                                                  "commit": commit}))
+                                                  "commit": commit, "hardware": hardware(1)}))
 
 
 def results(file: str) -> dict[str, str]:
@@ -152,10 +155,7 @@ def record(file: str) -> dict | None:
         return json.loads(path.read_text()) if path.exists() else None
     last = WORK / slug(file) / "last_run.json"
     last = json.loads(last.read_text()) if last.exists() else {}
-    sys.path.insert(0, str(ROOT))
-    from runners.core import hardware
-
-    rec = {"file": file, "mutmut": _mutmut_version(), "hardware": hardware(1),
+    rec = {"file": file, "mutmut": _mutmut_version(), "hardware": last.get("hardware", "not recorded"),
            "commit": last.get("commit", "not recorded"),   # the commit the mutants were made from (+changes)
            "minutes": round(last["seconds"] / 60, 1) if "seconds" in last else None,
            "mutants": len(res), "counts": {st: n for st in STATUSES if (n := sum(v == st for v in res.values()))},

@@ -196,11 +196,11 @@ def test_full_attention_is_refused_by_the_reversal_step():
 
 @pytest.mark.parametrize("cell", ["revgru", "gru"])
 def test_every_tensor_is_made_on_the_inputs_device(cell):
-    """Device placement, checked on a CPU-only machine: with PyTorch's default device set to 'meta' (data-less),
-    a tensor made without the input's device lands there and the step fails, as it would on a GPU with a CPU
-    default. Correct code gives the same loss, gradients, memory accounting and translations as the ordinary run:
-    the reversal step (initial states, bit stacks, dropout masks, gradient buffers), the forward pass, greedy and
-    beam decoding."""
+    """Device placement (tests/devices.py): the same loss, gradients, memory accounting and translations from the
+    reversal step (initial states, bit stacks, dropout masks, gradient buffers), the forward pass, greedy and beam
+    decoding."""
+    from devices import assert_same_under_meta_default
+
     from algorithms.reversible_bptt import seq2seq_step
 
     torch.manual_seed(3)
@@ -229,13 +229,4 @@ def test_every_tensor_is_made_on_the_inputs_device(cell):
             out += [model.greedy(src, sm, max_len=6), model.beam(src, sm, width=3, max_len=6)]
         return out
 
-    want = run()
-    with torch.device("meta"):
-        got = run()
-    for a, b in zip(want, got):
-        if isinstance(a, list) and a and isinstance(a[0], torch.Tensor):
-            assert all(torch.equal(x, y) for x, y in zip(a, b))
-        elif isinstance(a, torch.Tensor):
-            assert torch.equal(a, b)
-        else:
-            assert a == b
+    assert_same_under_meta_default(run)
