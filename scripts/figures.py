@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -62,6 +63,17 @@ def band(ax, curves: list[tuple[np.ndarray, np.ndarray]], label: str, grid: np.n
         ax.fill_between(grid, low, high, color=c, alpha=0.2, lw=0)
 
 
+def legend_outside(fig, axes):
+    """One legend for the whole figure, right of the panels, from every labelled line of every panel (the seed
+    counts can differ between panels: each distinct label is listed once)."""
+    seen = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lab, h)
+    if seen:
+        fig.legend(list(seen.values()), list(seen), loc="upper left", bbox_to_anchor=(1.0, 0.97))
+
+
 def moving(x: np.ndarray, y: np.ndarray, n: int = 10):
     if len(y) < n:
         return x, y
@@ -104,9 +116,12 @@ def acktr(runs, out: Path) -> list[str]:
                 band(ax, curves, lab, grid)
             ax.set_title(task)
             ax.set_xlabel("timesteps")
+            if not ax.lines:
+                ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="#777777")
+                ax.set(xticks=[], yticks=[])
         axes[0, 0].set_ylabel("return (10-episode moving average)")
-        axes[0, 3].legend(loc="upper left", bbox_to_anchor=(1.01, 1))
         fig.tight_layout()
+        legend_outside(fig, axes.flat)
         figs.append(save(fig, out, "mujoco_curves"))
     atari = [r for r in runs if str(r.get("env", "")).startswith("ALE/") and r.group == "runs"]
     games = sorted({str(r.get("env")).split("/")[1].split("-")[0] for r in atari})
@@ -195,8 +210,15 @@ def lookahead(runs, out: Path) -> list[str]:
                     if p:
                         ax.plot(*zip(*p), "o-", ms=3, lw=1, color=COLORS[label[opt]] if not key else None,
                                 label=label[opt] + key)
-            ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="best validation perplexity (seed 0)",
+            ax.set(xlabel="learning rate", ylabel="best validation perplexity (seed 0)",
                    title=f"robustness over the {label[inner]} grid")
+            if not ax.lines:
+                ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="#777777")
+                ax.set(xticks=[], yticks=[])
+                continue
+            ax.set(xscale="log", yscale="log")
+            ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
             ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=6)
         fig.tight_layout()
         figs.append(save(fig, out, "ptb_robustness"))
@@ -218,11 +240,12 @@ def gnf(runs, out: Path) -> list[str]:
             vals = np.array([[r.get(f"{key}/{s}") for s in stats] for r in rs], dtype=float)
             m = vals.mean(0)
             err = vals.std(0) if len(vals) > 1 else None
-            ax.bar(x + (i - 1) * 0.27, m, 0.27, yerr=err, color=COLORS[lab], label=f"{lab} ({len(rs)} run{'s' if len(rs) != 1 else ''})")
+            ax.bar(x + (i - 1) * 0.27, m, 0.27, yerr=err, color=COLORS[lab], label=lab)
         if ds in paper:
             ax.bar(x + 0.27, paper[ds], 0.27, color=COLORS["paper (recalled)"], hatch="//", label="paper (recalled)")
         ax.set_xticks(x, stats)
-        ax.set(title=ds, ylabel="MMD^2 (largest component, all vs all)", yscale="log")
+        n = f"{len(rs)} training seed{'s' if len(rs) != 1 else ''}" + (": mean, bar = std" if len(rs) > 1 else "")
+        ax.set(title=f"{ds} ({n})", ylabel="MMD^2 (largest component, all vs all)", yscale="log")
     axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     figs = [save(fig, out, "mmd")]

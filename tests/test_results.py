@@ -160,3 +160,24 @@ def test_gpu_check_covers_every_runner_and_refuses_without_cuda():
         p = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--out", "/nonexistent/x"],
                            capture_output=True, text=True)
         assert p.returncode == 2 and p.stderr.strip().startswith("error:") and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_mujoco_figure_has_one_legend_and_marks_tasks_not_run(tmp_path, monkeypatch):
+    """The legend used to sit on the Ant panel, which has no lines until Ant runs: no legend at all. It is now one
+    figure legend from every panel's lines, and an empty panel says 'not run'."""
+    import figures
+    for algo, ret in (("acktr", 3.0), ("a2c", 1.0)):
+        d = tmp_path / "acktr" / "runs" / f"{algo}_hopper_seed0"
+        d.mkdir(parents=True)
+        (d / "summary.json").write_text(json.dumps({"algo": algo, "env": "Hopper-v5", "seed": 0}))
+        (d / "metrics.jsonl").write_text("".join(json.dumps({"timesteps": t, "episode/return": ret * t})
+                                                 + "\n" for t in range(0, 1_000_001, 10_000)))
+    shown = {}
+    monkeypatch.setattr(figures, "save", lambda fig, out, name: shown.setdefault(name, fig) and f"{name}.png")
+    figures.acktr(results.load_runs(tmp_path)["acktr"], tmp_path)
+    fig = shown["mujoco_curves"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["ACKTR (1 seed)", "A2C (1 seed)"]
+    panels = {ax.get_title(): ax for ax in fig.axes}
+    assert len(panels["Hopper"].lines) == 2 and not panels["Hopper"].texts
+    for task in ("HalfCheetah", "Ant", "InvertedDoublePendulum"):
+        assert not panels[task].lines and [t.get_text() for t in panels[task].texts] == ["not run"]
