@@ -8,6 +8,11 @@ resumes: mutmut keeps its results in the workspace and re-tests only what change
     python scripts/mutation.py                                  # every file in TESTS, then the report
     python scripts/mutation.py --file algorithms/kfac.py        # one file (make mutation FILE=...)
     python scripts/mutation.py --report                         # only rebuild results/mutation/README.md
+    python scripts/mutation.py --file algorithms/kfac.py --recheck   # only the committed record's gaps, again
+
+``--recheck`` is for after adding tests for a file's gaps: it re-tests only the mutants its committed record lists as
+not killed and not equivalent (minutes instead of the whole file), checks each is still the same mutation, and moves
+the ones now killed into the record's counts with the commit that killed them (``rechecked`` in the record).
 
 The report counts, per file, mutants killed / survived / timed out / not reached by any test, and lists every
 survivor either as equivalent (``results/mutation/equivalent.yaml``: mutant name -> why it changes nothing
@@ -114,6 +119,52 @@ def run(file: str, children: int) -> None:
                                                   "commit": commit, "hardware": hardware(1)}))
 
 
+def recheck(file: str, children: int) -> int:
+    """Re-test the committed record's gaps (not killed, not equivalent) in the file's workspace and update the record:
+    a mutant now killed leaves ``not_killed`` and its status moves in ``counts``; every rechecked mutant is listed in
+    ``rechecked`` with its new status and the commit. A mutant whose number now names another mutation (an edit to
+    its function renumbers them) is refused: the whole file needs a run then."""
+    import yaml
+
+    path = RECORDS / f"{slug(file)}.json"
+    if not path.exists():
+        print(f"error: {file} has no committed mutation record to recheck; run it whole first", file=sys.stderr)
+        return 2
+    rec = json.loads(path.read_text())
+    eq_file = REPORT / "equivalent.yaml"
+    equivalent = (yaml.safe_load(eq_file.read_text()) or {}) if eq_file.exists() else {}
+    names = [m for m in rec["not_killed"] if m not in equivalent]
+    if not names:
+        print(f"{file}: the record lists no gaps; nothing to recheck")
+        return 0
+    ws = workspace(file)
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", *COPY)
+    commit = _git("rev-parse", "--short=8", "HEAD") + (" +changes" if dirty else "")
+    env = dict(os.environ, PYTHONPATH=str(ws), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    t0 = time.time()
+    subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(children), *names], cwd=ws, env=env)
+    # the workspace now holds results for these mutants only: the committed record stays the file's record
+    (ws / "last_run.json").write_text(json.dumps({"recheck": True, "seconds": time.time() - t0, "commit": commit}))
+    res = results(file)
+    for m in names:
+        mutation = diff(file, m)
+        if mutation != rec["not_killed"][m]["mutation"]:
+            print(f"error: {m} is now another mutation ({mutation!r}, recorded {rec['not_killed'][m]['mutation']!r}):"
+                  f" the file changed since its run; run it whole (make mutation FILE={file})", file=sys.stderr)
+            return 2
+        status = res.get(m, "not checked")
+        rec.setdefault("rechecked", {})[m] = {"status": status, "commit": commit,
+                                               "date": time.strftime("%Y-%m-%d", time.gmtime())}
+        if status in ("killed", "timeout"):
+            old = rec["not_killed"].pop(m)["status"]
+            rec["counts"][old] -= 1
+            rec["counts"] = {k: v for k, v in rec["counts"].items() if v}
+            rec["counts"][status] = rec["counts"].get(status, 0) + 1
+        print(f"{m}: {status}")
+    path.write_text(json.dumps(rec, indent=1, ensure_ascii=False) + "\n")
+    return 0
+
+
 def results(file: str) -> dict[str, str]:
     """mutant name -> status, from the file's workspace."""
     ws = WORK / slug(file)
@@ -155,6 +206,8 @@ def record(file: str) -> dict | None:
         return json.loads(path.read_text()) if path.exists() else None
     last = WORK / slug(file) / "last_run.json"
     last = json.loads(last.read_text()) if last.exists() else {}
+    if last.get("recheck"):   # the workspace holds a recheck of the gaps only: recheck() updated the record itself
+        return json.loads(path.read_text()) if path.exists() else None
     rec = {"file": file, "mutmut": _mutmut_version(), "hardware": last.get("hardware", "not recorded"),
            "commit": last.get("commit", "not recorded"),   # the commit the mutants were made from (+changes)
            "minutes": round(last["seconds"] / 60, 1) if "seconds" in last else None,
@@ -195,8 +248,12 @@ def report() -> str:
         rows.append(f"| `{file}` | {n} | {count['killed']} | {count['survived']} | {count['timeout']} | "
                     f"{count['no tests']} | {len(eq)} | **{100 * score / max(denom, 1):.1f}%** | {minutes} | "
                     f"{rec['commit']} |")
-        if surv:
+        rechecked = rec.get("rechecked", {})
+        if surv or rechecked:
             details.append(f"\n### `{file}`\n")
+            for m, r in sorted(rechecked.items()):
+                details.append(f"- `{m}`: a gap of the run above, re-tested alone (`--recheck`) at {r['commit']} "
+                               f"({r['date']}): **{r['status']}**")
             for m, info in sorted(surv.items()):
                 why = equivalent.get(m)
                 why = why.get("why") if isinstance(why, dict) else why
@@ -236,10 +293,19 @@ def main(argv=None) -> int:
     ap.add_argument("--file", default=None, help=f"one of: {', '.join(TESTS)}")
     ap.add_argument("--children", type=int, default=2, help="mutants tested in parallel")
     ap.add_argument("--report", action="store_true", help="only rebuild the report")
+    ap.add_argument("--recheck", action="store_true", help="with --file: re-test only the committed record's gaps")
     a = ap.parse_args(argv)
     if a.file and a.file not in TESTS:
         print(f"error: FILE={a.file} is not a core file; available: {', '.join(TESTS)}", file=sys.stderr)
         return 2
+    if a.recheck:
+        if not a.file:
+            print("error: --recheck needs --file (one core file)", file=sys.stderr)
+            return 2
+        rc = recheck(a.file, a.children)
+        if rc:
+            return rc
+        a.report = True
     if not a.report:
         for file in [a.file] if a.file else list(TESTS):
             run(file, a.children)
