@@ -100,6 +100,12 @@ class Tracker:
         resumed = ckpt is not None and ckpt.last_step is not None
         self.wall_before = ckpt.wall_s if resumed else 0.0
         self.sessions_before = ckpt.sessions if resumed else 0
+        # provenance as the code was when this session started (a commit made while it runs is not its code); the
+        # commit of every session of a resumed run travels in its checkpoints (older checkpoints: not recorded)
+        self.provenance = provenance()
+        tag = f"{self.provenance['git_commit'][:12]}{' +changes' if self.provenance['git_dirty'] else ''}"
+        self.commits = (list(ckpt.commits) if ckpt.commits is not None else ["not recorded"]) if resumed else []
+        self.commits.append(tag)
         path = self.run_dir / "metrics.jsonl"
         if ckpt is not None:
             ckpt.tracker = self   # each checkpoint records how much of metrics.jsonl it covers
@@ -185,7 +191,8 @@ class Tracker:
         flat.update({"hardware": hardware(self.threads), "command": self.command, "wall_s": self.wall_s(),
                      "wall_s_last_session": time.time() - self.t_start,
                      "sessions": None if self.sessions_before is None else self.sessions_before + 1,
-                     **{f"provenance/{k}": v for k, v in provenance().items()}})
+                     **{f"provenance/{k}": v for k, v in self.provenance.items()},
+                     "provenance/git_commits_by_session": self.commits})
         (self.run_dir / "summary.json").write_text(json.dumps(flat, indent=2, sort_keys=True) + "\n")
         if self.wandb_run is not None:
             for k, v in flat.items():
@@ -428,6 +435,7 @@ class Checkpointer:
         self.metrics_bytes: int | None = None  # the loaded checkpoint's metrics.jsonl offset
         self.wall_s: float | None = None       # the loaded checkpoint's wall time so far (older checkpoints: None)
         self.sessions: int | None = None       # ... and how many sessions (start + resumes) made it
+        self.commits: list[str] | None = None  # ... and the code each session ran (commit, "+changes" if dirty)
         self._signal: int | None = None
         self._old = {}
 
@@ -475,7 +483,7 @@ class Checkpointer:
     def save(self, state: dict, step: int) -> None:
         extra = {}
         if self.tracker is not None:
-            extra = {"metrics_bytes": self.tracker.metrics_bytes()}
+            extra = {"metrics_bytes": self.tracker.metrics_bytes(), "commits": list(self.tracker.commits)}
             if self.tracker.wall_before is not None:
                 extra.update(wall_s=self.tracker.wall_s(), sessions=self.tracker.sessions_before + 1)
         state = plain(dict(state, step=step, rng=rng_state(), format=CHECKPOINT_FORMAT, **extra))
@@ -504,6 +512,7 @@ class Checkpointer:
         self.last_step = state["step"]
         self.metrics_bytes = state.get("metrics_bytes")
         self.wall_s, self.sessions = state.get("wall_s"), state.get("sessions")
+        self.commits = state.get("commits")
         return state
 
     def resume_state(self, resume, map_location=None) -> dict | None:

@@ -330,6 +330,10 @@ def runs_table(runs: list[Run], spec: dict) -> list[str]:
         vals = [fmt(float(r.get(k))) if isinstance(r.get(k), (int, float)) else md_escape(r.get(k, "")) for k in keys]
         commit = r.get("provenance/git_commit")
         commit = (commit[:8] + (" +changes" if r.get("provenance/git_dirty") else "")) if commit else "not recorded"
+        sessions = r.get("provenance/git_commits_by_session") or []
+        short = [c if c == "not recorded" else c[:8] + c[12:] for c in sessions]
+        if len(set(short)) > 1:   # resumed on other code: every session's commit, in order
+            commit = ", then ".join(short)
         hw = str(r.get("hardware", "")).split(",")[0]
         rows.append(f"| `{r.name}` | " + " | ".join(vals) + f" | {commit} | {md_escape(hw)} | `{md_escape(clean_command(r.get('command', '')))}` |")
     return rows

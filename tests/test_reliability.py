@@ -122,6 +122,42 @@ def test_wall_time_of_a_run_resumed_from_a_checkpoint_without_it_is_unknown_not_
             assert saved["sessions"] == 4 and saved["wall_s"] >= 100.0
 
 
+def test_provenance_is_the_code_each_session_started_with(tmp_path, monkeypatch):
+    """A commit made while a run trains is not the run's code: the summary records the commit (and dirty flag) seen
+    when the session started, and a resumed run lists every session's commit, carried in its checkpoints (a
+    checkpoint from before they were recorded: 'not recorded' for the earlier sessions)."""
+    from omegaconf import OmegaConf
+
+    import runners.core as core
+    from runners.core import Checkpointer, Tracker, plain
+
+    cfg = OmegaConf.create({"logger": {"mode": "disabled", "progress": False}, "experiment_name": "t"})
+    seen = {"git_commit": "a" * 40, "git_dirty": False}
+    monkeypatch.setattr(core, "provenance", lambda: dict(seen))
+    ck = Checkpointer(tmp_path, every=1)
+    tr = Tracker(cfg, tmp_path, total_steps=10, ckpt=ck)
+    seen.update(git_commit="b" * 40, git_dirty=True)            # committed and edited while the session runs
+    ck.save({"m": 1}, step=3)
+    out = tr.write_summary({"x": 1})
+    tr.close()
+    assert out["provenance/git_commit"] == "a" * 40 and out["provenance/git_dirty"] is False
+    assert out["provenance/git_commits_by_session"] == ["a" * 12]
+    ck2 = Checkpointer(tmp_path, every=1)
+    ck2.load()
+    tr = Tracker(cfg, tmp_path, total_steps=10, start_step=3, ckpt=ck2)   # resumed on the edited tree
+    out = tr.write_summary({"x": 1})
+    tr.close()
+    assert out["provenance/git_commit"] == "b" * 40 and out["provenance/git_dirty"] is True
+    assert out["provenance/git_commits_by_session"] == ["a" * 12, "b" * 12 + " +changes"]
+    state = _checkpoint_state(5)                                  # a checkpoint that predates the record
+    torch.save(plain(state), ck2.path)
+    ck3 = Checkpointer(tmp_path, every=1)
+    ck3.load()
+    tr = Tracker(cfg, tmp_path, total_steps=10, start_step=5, ckpt=ck3)
+    assert tr.write_summary({})["provenance/git_commits_by_session"] == ["not recorded", "b" * 12 + " +changes"]
+    tr.close()
+
+
 def test_crafted_pickle_checkpoint_is_refused_and_runs_nothing(interrupted_run, tmp_path):
     run, _ = interrupted_run
     marker = tmp_path / "pwned"

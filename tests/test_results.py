@@ -181,3 +181,15 @@ def test_mujoco_figure_has_one_legend_and_marks_tasks_not_run(tmp_path, monkeypa
     assert len(panels["Hopper"].lines) == 2 and not panels["Hopper"].texts
     for task in ("HalfCheetah", "Ant", "InvertedDoublePendulum"):
         assert not panels[task].lines and [t.get_text() for t in panels[task].texts] == ["not run"]
+
+
+def test_runs_table_shows_each_sessions_commit_when_a_run_resumed_on_other_code(tmp_path):
+    base = {"provenance/git_commit": "b" * 40, "provenance/git_dirty": True, "command": "python run.py seed=0", "v": 1.0}
+    one = results.Run("r1", "runs", "gnf", dict(base, **{"provenance/git_commits_by_session": ["b" * 12 + " +changes"]}), tmp_path)
+    two = results.Run("r2", "runs", "gnf", dict(base, **{"provenance/git_commits_by_session":
+                                                         ["a" * 12, "not recorded", "b" * 12 + " +changes"]}), tmp_path)
+    old = results.Run("r3", "runs", "gnf", {"v": 2.0}, tmp_path)
+    rows = results.runs_table([one, two, old], {"metrics": ["v"], "runs": ["r*"]})
+    assert f"| {'b' * 8} +changes |" in rows[2]
+    assert f"| {'a' * 8}, then not recorded, then {'b' * 8} +changes |" in rows[3]
+    assert "| not recorded |" in rows[4]
