@@ -37,7 +37,7 @@ _UNIT_OPEN_TOP = ("num", 0.0, 1.0, "right_open")   # [0, 1)
 _UNIT_OPEN_BOTTOM = ("num", 0.0, 1.0, "left_open")  # (0, 1]
 CONFIG_RULES_BY_KEY = {
     "threads": _INT0, "seed": _INT0, "data.seed": _INT0, "checkpoint.every": _INT0, "env.num_threads": _INT0,
-    "optimizer.lookahead.k": _INT1, "optimizer.lookahead.alpha": _UNIT_OPEN_BOTTOM,
+    "optimizer.lookahead.k": _INT1, "optimizer.lookahead.alpha": _UNIT,   # [0, 1] as Lookahead() and the reference
     "optimizer.polyak.start": _INT0, "algo.alpha": _UNIT_OPEN_TOP, "data.train_frac": ("num", 0.0, 1.0, "open"),
     "model.slice_units": _INT0, "algo.kfac.cold_iters": _INT0, "train.warmup_epochs": _INT0,
     "data.pad": _INT0, "data.workers": _INT0, "model.lam": _UNIT, "model.max_forget_bits": _INT1,

@@ -520,3 +520,18 @@ def test_lookahead_alpha_bounds_and_state_after_loading():
     dst.load_state_dict(sd)
     assert dst.state is dst.optimizer.state and len(dst.state) == len(list(twin.parameters()))
     assert {v.device.type for d in dst.slow_momentum.values() for v in d.values()} == {"meta"}
+
+
+def test_the_command_line_accepts_the_alpha_range_the_optimizer_accepts():
+    """The config check and Lookahead() agree on alpha: [0, 1] (the reference code's check, 0 <= alpha <= 1); the
+    command line used to refuse alpha 0, which the optimizer accepts."""
+    from runners.errors import value_error
+
+    for ok in (0.0, 0.5, 1.0, 0, 1):
+        assert value_error("optimizer.lookahead.alpha", ok) is None
+        Lookahead(torch.optim.SGD(make_model().parameters(), lr=0.1), alpha=ok)
+    for bad in (-0.1, 1.5, float("nan")):
+        assert value_error("optimizer.lookahead.alpha", bad) == \
+            f"optimizer.lookahead.alpha={bad!r}: must be a number in [0.0, 1.0]"
+        with pytest.raises(ValueError):
+            Lookahead(torch.optim.SGD(make_model().parameters(), lr=0.1), alpha=bad)
