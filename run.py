@@ -223,7 +223,7 @@ def validate(overrides: list[str]) -> None:
             group_first.append(text)
         elif not o.is_delete():
             values.append((key, vals, o.input_line))
-    from runners.errors import UserError, check_config, value_error
+    from runners.errors import UserError, check_config, null_refused, value_error
 
     try:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -239,6 +239,8 @@ def validate(overrides: list[str]) -> None:
         if OmegaConf.is_config(default):
             continue
         for v in vals:
+            if v is None and default is not None and null_refused(key):
+                fail(f"{line}: null is not a value here (default {default!r})")
             if not _compatible(default, v):
                 fail(f"{line}: expected {_kind(default)} like the default {default!r}, got {v!r}")
             err = value_error(key, v)

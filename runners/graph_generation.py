@@ -127,10 +127,13 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
     if not train_g or not test_g:
         raise UserError(f"need graphs in both splits; got {len(train_g)} train / {len(test_g)} test")
     mlp = dict(mlp_layers=mc.mlp_layers, mlp_hidden=mc.mlp_hidden)
-    encoder = GraphEncoder(mc.dim, mc.encoder_steps, mc.hidden, mc.heads, mc.center, mc.residual, mc.batch_norm,
-                           **mlp).to(device)
-    flow = GraphFlow(mc.dim, mc.flow_blocks, mc.hidden, mc.heads, mc.scale_bound, mc.actnorm, mc.separate_st,
-                     mc.identity_init, **mlp).to(device)
+    try:   # the models' own checks (an even dim for the couplings, heads dividing hidden) as one line
+        encoder = GraphEncoder(mc.dim, mc.encoder_steps, mc.hidden, mc.heads, mc.center, mc.residual,
+                               mc.batch_norm, **mlp).to(device)
+        flow = GraphFlow(mc.dim, mc.flow_blocks, mc.hidden, mc.heads, mc.scale_bound, mc.actnorm, mc.separate_st,
+                         mc.identity_init, **mlp).to(device)
+    except ValueError as e:
+        raise UserError(f"model: {e}") from None
     opt_ae = torch.optim.Adam(encoder.parameters(), lr=tc.ae_lr)
     opt_flow = torch.optim.Adam(flow.parameters(), lr=tc.flow_lr)
 

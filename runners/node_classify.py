@@ -88,8 +88,11 @@ def scores(model, data: Data) -> dict[str, float]:
 def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
     tc, mc = cfg.train, cfg.model
     data = Data(cfg.data, device, project_root)
-    model = NodeClassifier(data.in_dim, data.n_classes, mc.dim, mc.steps, mc.kind, mc.hidden, mc.heads,
-                           mc.dropout, mc.reversible, mc.scale_bound, mc.identity_init).to(device)
+    try:   # the model's own checks (an even dim for the couplings, heads dividing hidden) as one line
+        model = NodeClassifier(data.in_dim, data.n_classes, mc.dim, mc.steps, mc.kind, mc.hidden, mc.heads,
+                               mc.dropout, mc.reversible, mc.scale_bound, mc.identity_init).to(device)
+    except ValueError as e:
+        raise UserError(f"model: {e}") from None
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     ckpt = Checkpointer(run_dir, cfg.checkpoint.every)
     epoch, step, wandb_id = 0, 0, None

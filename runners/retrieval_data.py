@@ -53,9 +53,16 @@ def generate(seed: int, n_train: int, n_valid: int, n_test: int, n_pairs: int = 
     if not 1 <= n_pairs <= 10 or 2 * n_pairs + 3 > 12:
         raise UserError(f"data.n_pairs must be in 1..4 for a 64-bit sequence key, got {n_pairs}")
     rng = np.random.Generator(np.random.PCG64(seed))
+    # distinct sequences: ordered distinct letters x digits x the queried pair; each split is drawn from what the
+    # earlier splits left unseen, so a set too small for them would loop forever (n_pairs=1: 260 sequences)
+    space = int(np.prod(np.arange(26, 26 - n_pairs, -1))) * 10 ** n_pairs * n_pairs
     seen = np.empty(0, dtype=np.int64)
     out = {}
     for split, n in zip(SPLITS, (n_train, n_valid, n_test)):
+        if split != "train" and space - len(seen) < 2 * n:   # a margin: the last unseen ones are rarely drawn
+            raise UserError(f"data.n_pairs={n_pairs} has {space} distinct sequences and the earlier splits hold "
+                            f"{len(seen)}: too few left for {n} unseen {split} sequences (more pairs, or fewer "
+                            f"sequences per split)")
         xs, ys, have = [], [], 0
         while have < n:
             seq, y = _sample(rng, n - have, n_pairs)
