@@ -107,18 +107,42 @@ def value_error(key: str, value) -> str | None:
         return None
     if rule[0] == "choice":
         ok = not isinstance(value, bool) and value in rule[1]
-        return None if ok else f"{key}={value!r}: must be {_range_text(rule)}"
-    kind, lo, hi, *opt = rule
-    shape = opt[0] if opt else "closed"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind == "int" and not isinstance(value, int)):
-        return f"{key}={value!r}: must be {_range_text(rule)}"
-    if not math.isfinite(value):
-        ok = False
     else:
-        ok = value > lo if shape in ("open", "left_open") else value >= lo
-        if hi is not None:
-            ok = ok and (value < hi if shape in ("open", "right_open") else value <= hi)
+        ok = not _item_error(rule, value)
     return None if ok else f"{key}={value!r}: must be {_range_text(rule)}"
+
+
+# list values by the key's last name: (required length or None, at least one item?, the rule for every item)
+_LIST_RULES = {"betas": (2, True, _UNIT_OPEN_TOP), "seeds": (None, True, _SEED),
+               "lr_milestones": (None, False, _INT1)}
+
+
+def list_error(key: str, value) -> str | None:
+    """Why a list value is not allowed for ``key`` (None when it is, or when no list rule names the key)."""
+    rule = _LIST_RULES.get(key.rsplit(".", 1)[-1])
+    if rule is None or value is None:
+        return None
+    n, nonempty, item = rule
+    what = (f"a list of {n} " if n else "a non-empty list of " if nonempty else "a list of ") + \
+        _range_text(item).removeprefix("a ").removeprefix("an ").replace("number", "numbers").replace(
+            "integer", "integers")
+    if not isinstance(value, (list, tuple)) or (n and len(value) != n) or (nonempty and not value) or \
+            any(_item_error(item, v) for v in value):
+        return f"{key}={value!r}: must be {what}"
+    return None
+
+
+def _item_error(rule, v) -> bool:
+    kind, lo, hi, *opt = rule
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind == "int" and not isinstance(v, int)):
+        return True
+    shape = opt[0] if opt else "closed"
+    if not math.isfinite(v):
+        return True
+    ok = v > lo if shape in ("open", "left_open") else v >= lo
+    if hi is not None:
+        ok = ok and (v < hi if shape in ("open", "right_open") else v <= hi)
+    return not ok
 
 
 def check_config(cfg) -> None:
@@ -132,9 +156,11 @@ def check_config(cfg) -> None:
                 if not key.startswith(_SKIP_PREFIXES):
                     walk(v, key)
         elif isinstance(node, list):
-            return
+            err = list_error(prefix, node)
+            if err:
+                raise UserError(err)
         else:
-            err = value_error(prefix, node)
+            err = value_error(prefix, node) or list_error(prefix, node)   # a scalar where a list belongs too
             if err:
                 raise UserError(err)
 

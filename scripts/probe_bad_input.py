@@ -108,6 +108,8 @@ CASES = [
          says="even feature size"),
     Case("Polyak's non-monotone window is negative", [*LM, "optimizer=polyak", "train.polyak_nonmono=-1"],
          says="train.polyak_nonmono=-1"),
+    Case("Adam's betas are a number, not a pair", [*LM, "optimizer=adam", "optimizer.betas=0.9"],
+         says="must be a list of 2 numbers"),
     Case("W&B online is asked for without an API key",
          ["experiment=fastweights_retrieval", "smoke=true", "logger.mode=online", "logger.progress=false"],
          expect="warning", says="no W&B API key", env={"WANDB_API_KEY": "", "HOME": "{tmp}"}),
