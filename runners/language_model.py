@@ -28,6 +28,12 @@ from runners import text_data
 from runners.core import Checkpointer, Tracker, UserError, check_finite, make_optimizer, set_rng_state
 
 
+def perplexity(loss: float) -> float:
+    """exp(loss), capped at exp(50): a diverged run (loss in the hundreds) overflowed math.exp and lost its summary
+    to a traceback; the loss itself is recorded beside every perplexity."""
+    return math.exp(min(loss, 50.0))
+
+
 def build_model(cfg, vocab_size: int) -> AWDLanguageModel:
     m = OmegaConf.to_container(cfg.model, resolve=True)
     m.pop("name", None)
@@ -193,7 +199,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                     if step % tc.log_every == 0:
                         elapsed = time.perf_counter() - t0
                         mean = loss_sum.item() / n_sum
-                        metrics = {"train/loss": mean, "train/ppl": math.exp(min(mean, 50)), "train/lr": lr_now,
+                        metrics = {"train/loss": mean, "train/ppl": perplexity(mean), "train/lr": lr_now,
                                    "epoch": epoch + min(pos / len(train_data), 1.0),
                                    "perf/tokens_per_s": tokens / max(elapsed, 1e-9)}
                         if grad_norm is not None:
@@ -218,11 +224,11 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                 cut, bad_epochs = lr_decay_due(tc, val_history, bad_epochs)
                 if cut:
                     plateau_scale *= tc.lr_gamma
-                val_ppl = math.exp(min(val_loss, 50))
-                best_ppl = math.exp(min(best["ppl"], 50))
+                val_ppl = perplexity(val_loss)
+                best_ppl = perplexity(best["ppl"])
                 train_epoch = float(epoch_loss) / max(epoch_tokens, 1)
                 tracker.log({"val/loss": val_loss, "val/ppl": val_ppl, "val/ppl_best": best_ppl,
-                             "train/epoch_loss": train_epoch, "train/epoch_ppl": math.exp(min(train_epoch, 50)),
+                             "train/epoch_loss": train_epoch, "train/epoch_ppl": perplexity(train_epoch),
                              "train/epoch_lr": lr_now, "epoch": epoch + 1}, step)
                 epoch_loss, epoch_tokens = 0.0, 0
                 epoch, pos = epoch + 1, 0
@@ -242,8 +248,8 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                 test_loss = evaluate(model, test_data, tc.bptt)
         model.load_state_dict(final_state)
         summary = tracker.write_summary({
-            "val/ppl_best": math.exp(best["ppl"]), "val/loss_best": best["ppl"], "best_epoch": best["epoch"],
-            "test/ppl": math.exp(test_loss), "test/loss": test_loss, "test/weights": tc.test_weights,
+            "val/ppl_best": perplexity(best["ppl"]), "val/loss_best": best["ppl"], "best_epoch": best["epoch"],
+            "test/ppl": perplexity(test_loss), "test/loss": test_loss, "test/weights": tc.test_weights,
             "train/epochs": epoch, "train/steps": step, "train/lr_final": base_lr * plateau_scale,
             "train/stopped_by_lr_min": stopped_by_lr(tc, base_lr * plateau_scale), "n_params": sum(p.numel() for p in model.parameters()),
             "optimizer": cfg.optimizer.name, "lr": base_lr, "seed": cfg.seed, "device": str(device),

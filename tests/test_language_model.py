@@ -169,7 +169,7 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(tmp_path, optimizer
 
 
 @pytest.mark.parametrize("override,message", [
-    ("model.max_forget_bits=4", "error: unsupported max_forget_bits=4; use 1, 2, 3, 5 or none"),
+    ("model.max_forget_bits=4", "error: model.max_forget_bits=4: must be one of 1, 2, 3, 5"),
     ("model.hidden_size=201", "error: reversible cells split the hidden state in halves: hidden_size=201 is odd"),
 ])
 def test_reversible_model_bad_input_is_one_line(tmp_path, override, message):
@@ -178,3 +178,12 @@ def test_reversible_model_bad_input_is_one_line(tmp_path, override, message):
                 f"hydra.run.dir={tmp_path}/run", *QUIET)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert [ln for ln in p.stderr.splitlines() if ln.startswith("error:")] == [message]
+
+
+def test_a_diverged_run_keeps_its_summary():
+    """A RevLSTM PTB run that diverged (validation loss 1227) lost its summary to math.exp's OverflowError; every
+    perplexity is now exp(loss) capped at exp(50), with the loss recorded beside it."""
+    from runners.language_model import perplexity
+
+    assert perplexity(1227.1) == math.exp(50.0) and perplexity(float("inf")) == math.exp(50.0)
+    assert perplexity(5.75) == math.exp(5.75) and perplexity(50.0) == math.exp(50.0)
