@@ -145,6 +145,19 @@ def _item_error(rule, v) -> bool:
     return not ok
 
 
+# pairs of keys whose first value must not exceed the second
+_ORDERED = (("data.min_len", "data.max_len"),)
+
+
+def _select(container, key: str):
+    node = container
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 def check_config(cfg) -> None:
     """Every value of a composed config against its allowed range (``CONFIG_RULES_*``); raises UserError."""
     container = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
@@ -170,15 +183,3 @@ def check_config(cfg) -> None:
         if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and lo > hi:
             raise UserError(f"{lo_key}={lo} is above {hi_key}={hi}")
 
-
-# pairs of keys whose first value must not exceed the second
-_ORDERED = (("data.min_len", "data.max_len"),)
-
-
-def _select(container, key: str):
-    node = container
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node

@@ -106,7 +106,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 # train.clip=null: no clipping (as in the other runners); the norm is still logged
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip if tc.clip else float("inf"))
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip or float("inf"))
                 opt.step()
                 step += 1
                 loss_sum += loss.detach()

@@ -74,6 +74,12 @@ def legend_outside(fig, axes):
         fig.legend(list(seen.values()), list(seen), loc="upper left", bbox_to_anchor=(1.0, 0.97))
 
 
+def not_run(ax):
+    """An empty panel says why it is empty."""
+    ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="#777777")
+    ax.set(xticks=[], yticks=[])
+
+
 def moving(x: np.ndarray, y: np.ndarray, n: int = 10):
     if len(y) < n:
         return x, y
@@ -117,8 +123,7 @@ def acktr(runs, out: Path) -> list[str]:
             ax.set_title(task)
             ax.set_xlabel("timesteps")
             if not ax.lines:
-                ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="#777777")
-                ax.set(xticks=[], yticks=[])
+                not_run(ax)
         axes[0, 0].set_ylabel("return (10-episode moving average)")
         fig.tight_layout()
         legend_outside(fig, axes.flat)
@@ -213,8 +218,7 @@ def lookahead(runs, out: Path) -> list[str]:
             ax.set(xlabel="learning rate", ylabel="best validation perplexity (seed 0)",
                    title=f"robustness over the {label[inner]} grid")
             if not ax.lines:
-                ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="#777777")
-                ax.set(xticks=[], yticks=[])
+                not_run(ax)
                 continue
             ax.set(xscale="log", yscale="log")
             ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())

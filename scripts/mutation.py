@@ -107,15 +107,32 @@ def _git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
 
+def _source_commit() -> str:
+    """HEAD, marked "+changes" for uncommitted changes in what the workspace copies (not the report this script
+    itself rewrites)."""
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", *COPY)
+    return _git("rev-parse", "--short=8", "HEAD") + (" +changes" if dirty else "")
+
+
+def _mutmut_run(ws: Path, children: int, names: list[str] = ()) -> int:
+    """``mutmut run`` in the workspace (only ``names`` when given), one torch thread per child."""
+    env = dict(os.environ, PYTHONPATH=str(ws), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(children), *names], cwd=ws,
+                          env=env).returncode
+
+
+def _equivalents() -> dict:
+    import yaml
+
+    eq_file = REPORT / "equivalent.yaml"
+    return (yaml.safe_load(eq_file.read_text()) or {}) if eq_file.exists() else {}
+
+
 def run(file: str, children: int) -> None:
     ws = workspace(file)
-    # uncommitted changes in what the workspace copies (not the report this script itself rewrites)
-    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", *COPY)
-    commit = _git("rev-parse", "--short=8", "HEAD") + (" +changes" if dirty else "")
-    t0 = time.time()
-    env = dict(os.environ, PYTHONPATH=str(ws), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    p = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(children)], cwd=ws, env=env)
-    (ws / "last_run.json").write_text(json.dumps({"seconds": time.time() - t0, "returncode": p.returncode,
+    commit, t0 = _source_commit(), time.time()
+    rc = _mutmut_run(ws, children)
+    (ws / "last_run.json").write_text(json.dumps({"seconds": time.time() - t0, "returncode": rc,
                                                   "commit": commit, "hardware": hardware(1)}))
 
 
@@ -124,25 +141,19 @@ def recheck(file: str, children: int) -> int:
     a mutant now killed leaves ``not_killed`` and its status moves in ``counts``; every rechecked mutant is listed in
     ``rechecked`` with its new status and the commit. A mutant whose number now names another mutation (an edit to
     its function renumbers them) is refused: the whole file needs a run then."""
-    import yaml
-
     path = RECORDS / f"{slug(file)}.json"
     if not path.exists():
         print(f"error: {file} has no committed mutation record to recheck; run it whole first", file=sys.stderr)
         return 2
     rec = json.loads(path.read_text())
-    eq_file = REPORT / "equivalent.yaml"
-    equivalent = (yaml.safe_load(eq_file.read_text()) or {}) if eq_file.exists() else {}
+    equivalent = _equivalents()
     names = [m for m in rec["not_killed"] if m not in equivalent]
     if not names:
         print(f"{file}: the record lists no gaps; nothing to recheck")
         return 0
     ws = workspace(file)
-    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", *COPY)
-    commit = _git("rev-parse", "--short=8", "HEAD") + (" +changes" if dirty else "")
-    env = dict(os.environ, PYTHONPATH=str(ws), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    t0 = time.time()
-    subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(children), *names], cwd=ws, env=env)
+    commit, t0 = _source_commit(), time.time()
+    _mutmut_run(ws, children, names)
     # the workspace now holds results for these mutants only: the committed record stays the file's record
     (ws / "last_run.json").write_text(json.dumps({"recheck": True, "seconds": time.time() - t0, "commit": commit}))
     res = results(file)
@@ -222,8 +233,7 @@ def record(file: str) -> dict | None:
 def report() -> str:
     import yaml
 
-    eq_file = REPORT / "equivalent.yaml"
-    equivalent = (yaml.safe_load(eq_file.read_text()) or {}) if eq_file.exists() else {}
+    equivalent = _equivalents()
     gap_file = REPORT / "gaps.yaml"
     gaps = (yaml.safe_load(gap_file.read_text()) or {}) if gap_file.exists() else {}
     rows, details, machines = [], [], set()

@@ -331,7 +331,7 @@ def runs_table(runs: list[Run], spec: dict) -> list[str]:
         commit = r.get("provenance/git_commit")
         commit = (commit[:8] + (" +changes" if r.get("provenance/git_dirty") else "")) if commit else "not recorded"
         sessions = r.get("provenance/git_commits_by_session") or []
-        short = [c if c == "not recorded" else c[:8] + c[12:] for c in sessions]
+        short = [" ".join([c.split()[0][:8], *c.split()[1:]]) for c in sessions]   # "abc12345 +changes"
         if len(set(short)) > 1:   # resumed on other code: every session's commit, in order
             commit = ", then ".join(short)
         hw = str(r.get("hardware", "")).split(",")[0]

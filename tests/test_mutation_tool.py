@@ -3,6 +3,7 @@ equivalent mutants left alone, a renumbered mutant refused), and the report keep
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -31,7 +32,7 @@ def tool(tmp_path, monkeypatch):
     monkeypatch.setattr(mutation, "workspace", lambda f: ws)
     monkeypatch.setattr(mutation, "_git", lambda *a: "abc12345" if a[0] == "rev-parse" else "")
     ran = []
-    monkeypatch.setattr(mutation.subprocess, "run", lambda cmd, **kw: ran.append(cmd))
+    monkeypatch.setattr(mutation.subprocess, "run", lambda cmd, **kw: ran.append(cmd) or SimpleNamespace(returncode=0))
     diffs = {"m_gap": "- a / + b", "m_none": "- e / + f"}
     monkeypatch.setattr(mutation, "diff", lambda f, m: diffs[m])
     return report / "runs" / "algorithms__rollout.json", ran, diffs, monkeypatch
