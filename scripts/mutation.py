@@ -61,7 +61,7 @@ TESTS = {
 # one of these functions would rerun it, and at this cost the file's run would take many hours on 2 cores
 DESELECT = {
     "tests/test_revrnn.py::test_reversal_keeps_nothing_per_step_and_its_peak_memory_is_flat_in_T":
-        "42 s (the torch profiler's memory events over four training steps); it checks memory, not values",
+        "8 s (the torch profiler's memory records over four training steps); it checks memory, not values",
     "tests/test_translate.py::test_sigterm_mid_epoch_then_resume_matches_uninterrupted":
         "10 s (two end-to-end runs of run.py); it checks the runner's resume, not the translation model",
     "tests/test_translate.py::test_unknown_token_policy_is_one_line":

@@ -116,8 +116,8 @@ CASES = [
 ]
 
 
-def prepare(case: Case, tmp: Path, data: Path) -> dict:
-    """Fill the case's placeholders; build its run folder when it needs one."""
+def prepare(case: Case, tmp: Path, data: Path, runner=None) -> dict:
+    """Fill the case's placeholders; build its run folder when it needs one (through ``runner`` when given)."""
     import torch
 
     subs = {"data": str(data), "tmp": str(tmp)}
@@ -127,9 +127,11 @@ def prepare(case: Case, tmp: Path, data: Path) -> dict:
             (tmp / "file").write_text("a file, not a folder")
             subs["file"] = str(tmp / "file")
         else:
-            p = subprocess.run([sys.executable, str(ROOT / "run.py"), *FW, "train.steps=6", "checkpoint.every=3",
-                                f"data.root={tmp}/fwdata", f"hydra.run.dir={run}", *QUIET],
-                               cwd=tmp, capture_output=True, text=True, timeout=300)
+            args = [*FW, "train.steps=6", "checkpoint.every=3", f"data.root={tmp}/fwdata", f"hydra.run.dir={run}", *QUIET]
+            p = runner(args, tmp, dict(os.environ, WANDB_SILENT="true"), 300) if runner else None
+            if p is None:
+                p = subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=tmp, capture_output=True,
+                                   text=True, timeout=300)
             assert p.returncode == 0, p.stderr
             (run / "summary.json").unlink()   # as if it had been interrupted
             if case.setup == "corrupt":
@@ -149,7 +151,7 @@ def run_case(case: Case, data: Path, runner=None) -> dict:
     test suite's fork server: the same run.py, arguments, folder and environment; it returns None when off)."""
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        subs = prepare(case, tmp, data)
+        subs = prepare(case, tmp, data, runner)
         args = [a.format(**subs) for a in case.args]
         if not any(a.startswith("hydra.run.dir") for a in args) and "-m" not in args:
             args.append(f"hydra.run.dir={tmp}/out")

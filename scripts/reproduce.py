@@ -39,6 +39,7 @@ class Sweep:
     seeds: list[int]
     overrides: list[str] = field(default_factory=list)   # may sweep, e.g. "optimizer=sgd,lookahead_sgd"
     data: bool = False                                    # needs the external data root (PTB, Planetoid, ...)
+    budget: list[str] = field(default_factory=list)       # training budget; --smoke drops it (smoke sets its own)
 
 
 GAMES = ["pong", "breakout", "beamrider", "qbert", "seaquest", "spaceinvaders"]
@@ -68,9 +69,10 @@ SMALL: dict[str, list[Sweep]] = {
                           ["model.hidden_size=20"])],
     "acktr": [Sweep(["acktr_hopper_cpu", "a2c_hopper_cpu", "acktr_pong_cpu", "a2c_pong_cpu"], [0])],
     "revrnn": [Sweep(["lstm_synthetic", "revlstm_synthetic"], [0]),
-               Sweep(["lstm_ptb_small", "revlstm_ptb_small"], [0], PTB_BUDGET, data=True)],
-    "lookahead": [Sweep(["lookahead_ptb_small"], [0], ["optimizer=adam,lookahead_adam", *PTB_BUDGET], data=True)],
-    "gnf": [Sweep(["gnf_community_small_cpu"], [0], ["train.ae_epochs=150", "train.flow_epochs=600"]),
+               Sweep(["lstm_ptb_small", "revlstm_ptb_small"], [0], data=True, budget=PTB_BUDGET)],
+    "lookahead": [Sweep(["lookahead_ptb_small"], [0], ["optimizer=adam,lookahead_adam"], data=True,
+                                budget=PTB_BUDGET)],
+    "gnf": [Sweep(["gnf_community_small_cpu"], [0], budget=["train.ae_epochs=150", "train.flow_epochs=600"]),
             Sweep(["grevnet_cora_cpu"], [0], ["model.kind=grevnet,gnn"], data=True)],
 }
 PLANS = {"full": FULL, "small": SMALL}
@@ -86,7 +88,8 @@ def commands(scale: str, papers, launcher: str, root: Path, data_root: str | Non
             if not exps:
                 continue
             cmd = [sys.executable, str(ROOT / "run.py"), "-m", f"experiment={','.join(exps)}",
-                   f"seed={','.join(map(str, seeds or sw.seeds))}", *sw.overrides, f"launcher={launcher}", "resume=auto",
+                   f"seed={','.join(map(str, seeds or sw.seeds))}", *sw.overrides,
+                   *([] if smoke else sw.budget), f"launcher={launcher}", "resume=auto",
                    f"hydra.sweep.dir={root / scale / paper}",
                    "logger.progress=false"]
             if sw.data and data_root:

@@ -83,3 +83,15 @@ def pytest_runtest_logreport(report):
     if path and (report.when == "call" or report.outcome != "passed"):
         with open(path, "a") as f:
             f.write(f"{report.duration:.2f} {report.when}:{report.outcome} {report.nodeid}\n")
+
+
+# the longest tests (15-85 s each on 2 cores), by name, longest first
+LONG_FIRST = ("test_reproduce_small_then_results", "test_resume_auto_on_a_rerun_sweep", "sigterm", "test_torchrun",
+              "test_cifar_run_learns", "test_sweep_job_resumes", "test_capture_video", "test_every_code_path_smoke_runs")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Start the longest tests first: under pytest-xdist's worksteal a long test that starts last keeps one core
+    busy alone at the end (every worker collects the same order: the sort is stable and depends on names only)."""
+    rank = lambda item: next((i for i, k in enumerate(LONG_FIRST) if k in item.nodeid), len(LONG_FIRST))  # noqa: E731
+    items.sort(key=rank)

@@ -14,6 +14,7 @@ from sigterm import sigterm_then_resume
 from test_cli import QUIET, one_error_line
 
 GEN = ["experiment=gnf_community_small", "data.n_graphs=40", "model.dim=4", "model.hidden=8", "model.heads=2",
+       "model.mlp_hidden=8",
        "model.encoder_steps=2", "model.flow_blocks=2", "train.ae_epochs=3", "train.flow_epochs=3",
        "train.batch_size=8", "train.log_every=1", "eval.n_samples=8", "eval.seeds=[0]", "checkpoint.every=5",
        "eval.polygraph=false"]   # polygraph costs ~50 s per process; its path is checked in test_graph_mmd and a smoke run

@@ -57,10 +57,17 @@ def test_dry_run_prints_resumable_sweeps_with_the_launcher():
     assert "seed=0,1,2 " in lines[1] and "a2c_inverteddoublependulum" in lines[1]  # MuJoCo: 3 seeds (paper)
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
+def test_smoke_drops_the_small_plans_training_budgets():
+    """--smoke runs every experiment at its smoke scale: the small plan's budgets (PTB 300 batches, GNF 150+600
+    epochs) would override smoke's and cost minutes."""
+    plain = _script("reproduce.py", "--scale", "small", "--paper", "gnf", "--dry-run").stdout
+    smoke = _script("reproduce.py", "--scale", "small", "--paper", "gnf", "--dry-run", "--smoke").stdout
+    assert "train.ae_epochs=150 train.flow_epochs=600" in plain
+    assert "epochs=" not in smoke and smoke.count("smoke=true") == 2 and "model.kind=grevnet,gnn" in smoke
+
+
+def _pipeline(tmp: Path):
     """`reproduce-small` at smoke scale over the whole small plan, then `results` into a fresh folder."""
-    tmp = tmp_path_factory.mktemp("pipeline")
     data = tmp / "data"
     write_ptb(data)
     write_planetoid(data, "Cora")
@@ -71,9 +78,11 @@ def pipeline(tmp_path_factory):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     out = tmp / "out"
     shutil.copytree(ROOT / "results" / "claims", out / "claims")
-    for paper in reproduce.PAPERS:
-        q = _script("results.py", "--results", str(out), "--collect", str(runs / "small" / paper), "--paper", paper)
-        assert q.returncode == 0, q.stderr[-3000:]
+    *first, last = reproduce.PAPERS   # one page rebuild (figures included) at the last collect, not one per paper
+    for paper in first:
+        assert results.collect(runs / "small" / paper, paper, out) > 0, paper
+    q = _script("results.py", "--results", str(out), "--collect", str(runs / "small" / last), "--paper", last)
+    assert q.returncode == 0, q.stderr[-3000:]
     return runs, out, p
 
 
@@ -89,8 +98,10 @@ def _n_planned(plan) -> int:
     return n
 
 
-def test_reproduce_small_then_results_rebuilds_the_page(pipeline):
-    runs, out, p = pipeline
+def test_reproduce_small_then_results_rebuilds_the_page_and_a_rerun_redoes_only_the_interrupted_run(tmp_path):
+    """One test, not two sharing a module fixture: under pytest-xdist's worksteal the two could land on different
+    workers and each would run the whole pipeline."""
+    runs, out, p = _pipeline(tmp_path)
     summaries = sorted(runs.glob("small/*/*/summary.json"))
     assert len(summaries) == _n_planned(reproduce.SMALL)
     timing = json.loads((runs / "small" / "timing.json").read_text())
@@ -107,9 +118,7 @@ def test_reproduce_small_then_results_rebuilds_the_page(pipeline):
     assert len(rows) - 1 == len(summaries)
     assert str(ROOT) not in (out / "runs.csv").read_text()
 
-
-def test_rerun_skips_finished_runs_and_redoes_the_interrupted_one(pipeline):
-    runs, _, _ = pipeline
+    # a re-run skips the finished runs and redoes only the interrupted one
     done = sorted(runs.glob("small/revrnn/*/summary.json"))
     assert len(done) >= 2
     victim = done[0]

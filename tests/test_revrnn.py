@@ -594,6 +594,26 @@ def test_dropconnect_is_per_weight_on_every_matrix_recurrent_columns(cell_cls):
     assert cell.drop == {}
 
 
+def test_cpu_peak_memory_follows_each_allocation_and_free_in_order():
+    """The CPU profiler peak is the running sum of every allocation and free: 4 MB + 8 MB held together,
+    the 4 MB freed, 2 MB more (peak 12 MB, not 14 MB). A temporary freed inside one operator counts too:
+    cross_entropy's 40 MB log-softmax (summing each operator's own memory at its start, as an earlier version
+    did, gave 4 bytes here)."""
+    from runners.core import peak_memory_bytes
+
+    def pattern():
+        a = torch.empty(1 << 20)                 # 4 MB
+        b = torch.empty(2 << 20)                 # 8 MB
+        del a
+        c = torch.empty(1 << 19)                 # 2 MB
+        return b, c
+
+    assert peak_memory_bytes(pattern, torch.device("cpu")) == (12 << 20)
+    logits, target = torch.randn(1000, 10_000), torch.randint(0, 10_000, (1000,))
+    peak = peak_memory_bytes(lambda: torch.nn.functional.cross_entropy(logits, target), torch.device("cpu"))
+    assert 40_000_000 <= peak < 40_000_000 + 4096, peak
+
+
 def test_reversal_keeps_nothing_per_step_and_its_peak_memory_is_flat_in_T():
     """Profiled peak of one training step (the same per-step softmax on both sides): reversal's grows by less
     than 10% from T = 35 to 140; BPTT's (autograd through the same cells) grows by more than 2x."""
