@@ -71,7 +71,7 @@ SMALL: dict[str, list[Sweep]] = {
     "revrnn": [Sweep(["lstm_synthetic", "revlstm_synthetic"], [0]),
                Sweep(["lstm_ptb_small", "revlstm_ptb_small"], [0], data=True, budget=PTB_BUDGET)],
     "lookahead": [Sweep(["lookahead_ptb_small"], [0], ["optimizer=adam,lookahead_adam"], data=True,
-                                budget=PTB_BUDGET)],
+                        budget=PTB_BUDGET)],
     "gnf": [Sweep(["gnf_community_small_cpu"], [0], budget=["train.ae_epochs=150", "train.flow_epochs=600"]),
             Sweep(["grevnet_cora_cpu"], [0], ["model.kind=grevnet,gnn"], data=True)],
 }
