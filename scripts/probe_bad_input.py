@@ -116,6 +116,16 @@ CASES = [
 ]
 
 
+def run_py(args: list[str], cwd: Path, env: dict, timeout: float, runner=None) -> subprocess.CompletedProcess:
+    """``python run.py ARGS`` in ``cwd``: through ``runner(args, cwd, env, timeout)`` when given (the test suite's
+    fork server; it returns None when off), else a new process."""
+    p = runner(args, cwd, env, timeout) if runner else None
+    if p is None:
+        p = subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env=env, capture_output=True,
+                           text=True, timeout=timeout)
+    return p
+
+
 def prepare(case: Case, tmp: Path, data: Path, runner=None) -> dict:
     """Fill the case's placeholders; build its run folder when it needs one (through ``runner`` when given)."""
     import torch
@@ -128,10 +138,7 @@ def prepare(case: Case, tmp: Path, data: Path, runner=None) -> dict:
             subs["file"] = str(tmp / "file")
         else:
             args = [*FW, "train.steps=6", "checkpoint.every=3", f"data.root={tmp}/fwdata", f"hydra.run.dir={run}", *QUIET]
-            p = runner(args, tmp, dict(os.environ, WANDB_SILENT="true"), 300) if runner else None
-            if p is None:
-                p = subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=tmp, capture_output=True,
-                                   text=True, timeout=300)
+            p = run_py(args, tmp, dict(os.environ, WANDB_SILENT="true"), 300, runner)
             assert p.returncode == 0, p.stderr
             (run / "summary.json").unlink()   # as if it had been interrupted
             if case.setup == "corrupt":
@@ -162,10 +169,7 @@ def run_case(case: Case, data: Path, runner=None) -> dict:
         env = dict(os.environ, WANDB_SILENT="true", **{k: v.format(**subs) for k, v in case.env.items()})
         t0 = time.time()
         try:
-            p = runner(args, tmp, env, 120) if runner else None
-            if p is None:
-                p = subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=tmp, env=env,
-                                   capture_output=True, text=True, timeout=120)
+            p = run_py(args, tmp, env, 120, runner)
             out, code = p.stderr + p.stdout, p.returncode
         except subprocess.TimeoutExpired:
             out, code = "hang (no answer in 120 s)", None
