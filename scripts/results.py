@@ -244,6 +244,7 @@ def evaluate_claim(c: dict, runs: list[Run], done: dict) -> dict:
         m1, m2 = float(np.mean(vals)), float(np.mean(other))
         text = (f"{fmt(m1)} vs {c['other'].get('label', 'other')} {fmt(raw)}: difference "
                 + (f"to the threshold ({fmt(m2)}) " if adjusted else "") + f"{fmt(d)} {ci_text(lo, hi)}")
+        cens = [0, 0]
         if c.get("missing"):    # censored values: runs that never reached it count as their budget + 1
             cens = [sum(r.get(c["metric"]) is None for r in rs) for rs in
                     (ours, select(runs, c["other"]["runs"], c["other"].get("group", c.get("group", "runs"))))]
@@ -251,6 +252,13 @@ def evaluate_claim(c: dict, runs: list[Run], done: dict) -> dict:
                 text += (f"; never reached (counted as the run's length + 1): ours {cens[0]} of {len(vals)}, "
                          f"{c['other'].get('label', 'other')} {cens[1]} of {len(other)}")
         status = status_of(want(d), not math.isnan(lo) and want(lo) and want(hi))
+        # A censored value is only a lower bound, so it can never be the smaller side: with less_than a run of ours
+        # that never reached the threshold fails the claim (with greater_than, one of the other side's). Counting
+        # it as its length made a policy whose episodes last longer look faster when neither reached it.
+        side = 0 if kind == "less_than" else 1
+        if cens[side]:
+            status = "does not hold"
+            text += f"; {'ours' if side == 0 else c['other'].get('label', 'other')} never reached it in {cens[side]} run(s)"
         return {"status": status, "ours": text, "n": min(len(vals), len(other)), "values": (m1, m2, d, lo, hi)}
     m, lo, hi = interval(vals)
     if c.get("deterministic"):   # an exact count (bits, bytes): the same on every repeat, no interval to draw

@@ -63,6 +63,34 @@ def test_status_follows_the_run_data(tmp_path):
     assert _statuses(tmp_path)["low"] == "not run"
 
 
+def test_a_run_that_never_reached_the_threshold_cannot_be_the_faster_side():
+    """Episodes-to-threshold claims: a run that never reached it counts as its length + 1 (a lower bound). That bound
+    shows the other side slower, never ours faster: two runs that both failed must not read as 'ours fewer'."""
+    claim = {"id": "eps", "claim": "fewer episodes", "source": "goal", "metric": "episodes_to_threshold",
+             "missing": "episodes", "runs": ["ours_seed*"], "other": {"runs": ["base_seed*"], "label": "base"},
+             "rule": {"kind": "less_than"}}
+    mk = lambda name, reached, episodes: results.Run(name=name, group="runs", paper="acktr", dir=Path("."), summary={  # noqa: E731
+        "episodes_to_threshold": reached, "episodes": episodes})
+    def status(ours, base):
+        runs = [mk(f"ours_seed{i}", *v) for i, v in enumerate(ours)] + [mk(f"base_seed{i}", *v) for i, v in enumerate(base)]
+        return results.evaluate_claim(claim, runs, {})
+    # ours reached it, the other never did: its count is a lower bound, so ours is at least that much faster
+    r = status([(100, 900), (110, 900), (120, 900)], [(None, 5000), (None, 5100), (None, 5200)])
+    assert r["status"] == "holds" and "base 3 of 3" in r["ours"]
+    # neither reached it: ours has fewer (longer) episodes, which shows nothing about reaching the threshold
+    r = status([(None, 2000)], [(None, 36000)])
+    assert r["status"] == "does not hold" and "ours never reached it in 1 run(s)" in r["ours"]
+    # one of ours never reached it: that run cannot be faster, whatever the mean says
+    r = status([(100, 900), (None, 900), (120, 900)], [(None, 5000), (None, 5100), (None, 5200)])
+    assert r["status"] == "does not hold"
+    # greater_than: the other side's censored value is the one that cannot be beaten
+    g = {**claim, "rule": {"kind": "greater_than"}}
+    runs = [mk("ours_seed0", 900, 900), mk("base_seed0", None, 100)]
+    assert results.evaluate_claim(g, runs, {})["status"] == "does not hold"
+    runs = [mk("ours_seed0", None, 900), mk("base_seed0", 100, 900)]
+    assert results.evaluate_claim(g, runs, {})["status"] == "direction only"
+
+
 def test_intervals_equal_independent_computations():
     rng = np.random.default_rng(1)
     a, b = rng.normal(1.0, 0.3, 4), rng.normal(0.4, 0.6, 3)
