@@ -226,6 +226,11 @@ def evaluate_claim(c: dict, runs: list[Run], done: dict) -> dict:
         b = metric([r for r in other_runs if r.get(key) in shared], c["metric"], scale)
         if len(a) < 2 or len(b) < 2:
             return {"status": "not run", "ours": "", "n": min(len(a), len(b))}
+        missing = {r.get(key) for r in other_runs} - shared   # the range is over the other's whole grid, or not yet
+        if missing:
+            return {"status": "not run", "n": 0,
+                    "ours": f"{len(shared)} of {len(shared) + len(missing)} {key} values run (range so far: "
+                            f"{fmt(max(a) - min(a))} vs {c['other'].get('label', 'other')} {fmt(max(b) - min(b))})"}
         ra, rb = max(a) - min(a), max(b) - min(b)
         text = (f"range over {len(shared)} shared {key} values: {fmt(ra)} vs {c['other'].get('label', 'other')} "
                 f"{fmt(rb)} (one seed per cell: no interval)")

@@ -91,6 +91,24 @@ def test_a_run_that_never_reached_the_threshold_cannot_be_the_faster_side():
     assert results.evaluate_claim(g, runs, {})["status"] == "direction only"
 
 
+def test_robustness_range_needs_the_inner_optimizers_whole_grid():
+    """spread_less_than: max - min of the metric over the lrs both ran, and only once Lookahead covers every lr its
+    inner optimizer ran (a range over part of the grid would leave out the lrs that decide it)."""
+    claim = {"id": "robust", "claim": "less sensitive", "source": "goal", "metric": "val/ppl_best",
+             "runs": ["la_*_seed0"], "other": {"runs": ["adam_*_seed0"], "label": "Adam"},
+             "rule": {"kind": "spread_less_than", "match": "lr"}}
+    mk = lambda name, lr, v: results.Run(name=name, group="runs", paper="lookahead", dir=Path("."),  # noqa: E731
+                                         summary={"lr": lr, "val/ppl_best": v})
+    adam = [mk(f"adam_lr{lr}_seed0", lr, v) for lr, v in [(1e-3, 300.0), (1e-2, 230.0), (1e-1, 490.0)]]
+    la = [mk("la_lr0.001_seed0", 1e-3, 310.0), mk("la_lr0.01_seed0", 1e-2, 231.0)]
+    r = results.evaluate_claim(claim, adam + la, {})
+    assert r["status"] == "not run" and r["ours"].startswith("2 of 3 lr values run")
+    r = results.evaluate_claim(claim, adam + la + [mk("la_lr0.1_seed0", 1e-1, 300.0)], {})
+    assert r["status"] == "direction only" and r["values"] == (310.0 - 231.0, 490.0 - 230.0)
+    r = results.evaluate_claim(claim, adam + la + [mk("la_lr0.1_seed0", 1e-1, 600.0)], {})
+    assert r["status"] == "does not hold" and r["values"] == (600.0 - 231.0, 490.0 - 230.0)
+
+
 def test_intervals_equal_independent_computations():
     rng = np.random.default_rng(1)
     a, b = rng.normal(1.0, 0.3, 4), rng.normal(0.4, 0.6, 3)
