@@ -226,18 +226,18 @@ def evaluate_claim(c: dict, runs: list[Run], done: dict) -> dict:
         b = metric([r for r in other_runs if r.get(key) in shared], c["metric"], scale)
         if len(a) < 2 or len(b) < 2:
             return {"status": "not run", "ours": "", "n": min(len(a), len(b))}
+        ra, rb = max(a) - min(a), max(b) - min(b)
         missing = {r.get(key) for r in other_runs} - shared   # the range is over the other's whole grid, or not yet
         if missing:
             return {"status": "not run", "n": 0,
                     "ours": f"{len(shared)} of {len(shared) + len(missing)} {key} values run (range so far: "
-                            f"{fmt(max(a) - min(a))} vs {c['other'].get('label', 'other')} {fmt(max(b) - min(b))})"}
-        ra, rb = max(a) - min(a), max(b) - min(b)
+                            f"{fmt(ra)} vs {c['other'].get('label', 'other')} {fmt(rb)})"}
         text = (f"range over {len(shared)} shared {key} values: {fmt(ra)} vs {c['other'].get('label', 'other')} "
                 f"{fmt(rb)} (one seed per cell: no interval)")
         return {"status": status_of(ra < rb, False), "ours": text, "n": 1, "values": (ra, rb)}
     if kind in ("less_than", "greater_than"):
-        other = metric(select(runs, c["other"]["runs"], c["other"].get("group", c.get("group", "runs"))),
-                       c.get("other_metric", c["metric"]), scale, c.get("missing"))
+        other_runs = select(runs, c["other"]["runs"], c["other"].get("group", c.get("group", "runs")))
+        other = metric(other_runs, c.get("other_metric", c["metric"]), scale, c.get("missing"))
         if not other:
             return {"status": "not run", "ours": "", "n": len(vals)}
         raw = float(np.mean(other))
@@ -251,8 +251,7 @@ def evaluate_claim(c: dict, runs: list[Run], done: dict) -> dict:
                 + (f"to the threshold ({fmt(m2)}) " if adjusted else "") + f"{fmt(d)} {ci_text(lo, hi)}")
         cens = [0, 0]
         if c.get("missing"):    # censored values: runs that never reached it count as their budget + 1
-            cens = [sum(r.get(c["metric"]) is None for r in rs) for rs in
-                    (ours, select(runs, c["other"]["runs"], c["other"].get("group", c.get("group", "runs"))))]
+            cens = [sum(r.get(c["metric"]) is None for r in rs) for rs in (ours, other_runs)]
             if any(cens):
                 text += (f"; never reached (counted as the run's length + 1): ours {cens[0]} of {len(vals)}, "
                          f"{c['other'].get('label', 'other')} {cens[1]} of {len(other)}")
