@@ -13,8 +13,9 @@ The attention memory m_s is one of ``full`` (every top encoder state: the author
 of its bit buffer) and ``emb+slice`` (the authors' "Emb+20H"). Dropout is the authors' locked dropout, one mask per
 sentence shared over time (``dropout``, 0.4): on the source and target embeddings, between layers, on the decoder's
 top output (the attention query; for ``full`` also on the encoder's top output, which is then the memory) and on
-the slice; none on the attention output. ``positions="sinusoidal"`` adds a sinusoidal position signal to both
-embeddings (our synthetic task's reordering needs it; the authors' data do not). Padded source positions are masked
+the slice; none on the attention output. Every parameter starts U(-0.1, 0.1) (``init_range``, the authors'
+OpenNMT ``-param_init``; null: PyTorch's default initialisation). ``positions="sinusoidal"`` adds a sinusoidal
+position signal to both embeddings (our synthetic task's reordering needs it; the authors' data do not). Padded source positions are masked
 out of the attention, and padded time steps leave the recurrent state untouched.
 """
 from __future__ import annotations
@@ -47,7 +48,7 @@ def sinusoid(T: int, dim: int, device) -> torch.Tensor:
 class Seq2Seq(nn.Module):
     def __init__(self, src_vocab: int, tgt_vocab: int, emb: int = 300, hidden: int = 300, cell: str = "gru",
                  attention: str = "emb+slice", slice_units: int = 20, max_forget_bits=3, dropout: float = 0.4,
-                 layers: int = 1, positions: str = "none"):
+                 layers: int = 1, positions: str = "none", init_range: float | None = 0.1):
         super().__init__()
         if attention not in ATTENTION:
             raise ValueError(f"unknown attention memory '{attention}' ({' | '.join(ATTENTION)})")
@@ -62,6 +63,8 @@ class Seq2Seq(nn.Module):
                              "units of a reversible cell's first half)" if self.reversible else "") + f", got {slice_units}")
         if layers < 1:
             raise ValueError(f"layers must be >= 1, got {layers}")
+        if init_range is not None and not init_range > 0:
+            raise ValueError(f"init_range must be > 0 (or null: PyTorch's default initialisation), got {init_range}")
         self.cell, self.attention, self.k, self.hidden, self.layers = cell, attention, slice_units, hidden, layers
         self.emb_size, self.p, self.positions = emb, dropout, positions
         self.src_emb = nn.Embedding(src_vocab, emb, padding_idx=PAD)
@@ -81,6 +84,9 @@ class Seq2Seq(nn.Module):
         self.attn = nn.Linear(mem, hidden, bias=False)
         self.combine = nn.Linear(mem + hidden, hidden, bias=False)   # OpenNMT's linear_out: no bias
         self.out = nn.Linear(hidden, tgt_vocab)
+        if init_range is not None:   # the authors (OpenNMT's -param_init 0.1): every parameter U(-r, r), the
+            for p in self.parameters():   # padding embedding included
+                nn.init.uniform_(p, -init_range, init_range)
 
     def memory_size(self) -> int:
         return {"full": self.hidden, "emb": self.emb_size, "slice": self.k, "emb+slice": self.emb_size + self.k}[self.attention]
