@@ -45,10 +45,60 @@ def sinusoid(T: int, dim: int, device) -> torch.Tensor:
     return out[:, None, :]
 
 
+class AuthorsRNN(nn.Module):
+    """The authors' baseline cells (their nmt/custom_models.py MyLSTM / MyGRU), one step at a time, shaped like
+    torch's nn.LSTM / nn.GRU for this file (states [1, B, H]; ``lengths``: padded steps hold the state).
+
+    LSTM: f, i, o = sigmoid, g = tanh of W_i x + W_h h; c' = f c + i g, but h' = o tanh(c) with the *previous*
+    cell state c (torch, and the paper's equations: tanh(c')).
+    GRU: z, r = sigmoid(W x + U h); h~ = tanh(W_h x + U_h (r h)), the reset applied before the recurrent product
+    (torch: r (U_h h + b)); h' = (1 - z) h + z h~ (torch: z weights the old state, the same family).
+    """
+
+    def __init__(self, kind: str, input_size: int, hidden: int):
+        super().__init__()
+        self.kind, self.hidden = kind, hidden
+        n = 4 if kind == "lstm" else 3
+        self.i2h = nn.Linear(input_size, n * hidden)
+        self.h2h = nn.Linear(hidden, n * hidden)
+
+    def forward(self, x: torch.Tensor, state=None, lengths: torch.Tensor | None = None):
+        T, B, H = x.size(0), x.size(1), self.hidden
+        zeros = x.new_zeros(B, H)
+        if self.kind == "lstm":
+            h, c = (zeros, zeros) if state is None else (state[0][0], state[1][0])
+        else:
+            h, c = (zeros if state is None else state[0]), None
+        lengths = None if lengths is None else lengths.to(x.device)
+        xs = self.i2h(x)   # every step's input part at once
+        outs = []
+        for t in range(T):
+            if self.kind == "lstm":
+                pre = xs[t] + self.h2h(h)
+                f, i, o = torch.sigmoid(pre[:, :3 * H]).chunk(3, 1)
+                c_new = f * c + i * torch.tanh(pre[:, 3 * H:])
+                h_new = o * torch.tanh(c)           # the authors': the previous cell state
+            else:
+                W_h, U_h = self.h2h.weight, self.h2h.bias
+                zr = torch.sigmoid(xs[t, :, :2 * H] + F.linear(h, W_h[:2 * H], U_h[:2 * H]))
+                z, r = zr.chunk(2, 1)
+                cand = torch.tanh(xs[t, :, 2 * H:] + F.linear(r * h, W_h[2 * H:], U_h[2 * H:]))
+                h_new, c_new = (1 - z) * h + z * cand, None
+            if lengths is not None:                 # padded steps hold the state (the authors' masking)
+                m = (t < lengths).to(x.dtype)[:, None]
+                h_new = m * h_new + (1 - m) * h
+                c_new = None if c is None else m * c_new + (1 - m) * c
+            h, c = h_new, c_new
+            outs.append(h)
+        out = torch.stack(outs)
+        return out, ((h[None], c[None]) if self.kind == "lstm" else h[None])
+
+
 class Seq2Seq(nn.Module):
     def __init__(self, src_vocab: int, tgt_vocab: int, emb: int = 300, hidden: int = 300, cell: str = "gru",
                  attention: str = "emb+slice", slice_units: int = 20, max_forget_bits=3, dropout: float = 0.4,
-                 layers: int = 1, positions: str = "none", init_range: float | None = 0.1):
+                 layers: int = 1, positions: str = "none", init_range: float | None = 0.1,
+                 baseline_cell: str = "torch"):
         super().__init__()
         if attention not in ATTENTION:
             raise ValueError(f"unknown attention memory '{attention}' ({' | '.join(ATTENTION)})")
@@ -63,6 +113,8 @@ class Seq2Seq(nn.Module):
                              "units of a reversible cell's first half)" if self.reversible else "") + f", got {slice_units}")
         if layers < 1:
             raise ValueError(f"layers must be >= 1, got {layers}")
+        if baseline_cell not in ("torch", "authors"):
+            raise ValueError(f"unknown baseline_cell '{baseline_cell}' (torch | authors)")
         if init_range is not None and not init_range > 0:
             raise ValueError(f"init_range must be > 0 (or null: PyTorch's default initialisation), got {init_range}")
         self.cell, self.attention, self.k, self.hidden, self.layers = cell, attention, slice_units, hidden, layers
@@ -76,6 +128,9 @@ class Seq2Seq(nn.Module):
                                      for l in range(layers))
             if "slice" in attention:
                 self.enc[-1].unbuffered = slice_units   # stored for attention: kept out of the bit buffer
+        elif baseline_cell == "authors":
+            self.enc = nn.ModuleList(AuthorsRNN(cell, emb if l == 0 else hidden, hidden) for l in range(layers))
+            self.dec = nn.ModuleList(AuthorsRNN(cell, emb if l == 0 else hidden, hidden) for l in range(layers))
         else:
             rnn = nn.GRU if cell == "gru" else nn.LSTM
             self.enc = nn.ModuleList(rnn(emb if l == 0 else hidden, hidden) for l in range(layers))
@@ -138,7 +193,9 @@ class Seq2Seq(nn.Module):
         for l, rnn in enumerate(layers):
             if l > 0:
                 x = self.drop(x, drops[l])
-            if lengths is not None:   # the encoder, from zero states: packed, so padding never enters the state
+            if isinstance(rnn, AuthorsRNN):
+                x, st = rnn(x, None if states is None else states[l], lengths)
+            elif lengths is not None:   # the encoder, from zero states: packed, so padding never enters the state
                 packed, st = rnn(pack_padded_sequence(x, lengths, enforce_sorted=False))
                 x = pad_packed_sequence(packed, total_length=x.size(0))[0]
             else:                     # the decoder, from the encoder's final states

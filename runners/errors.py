@@ -40,7 +40,8 @@ CONFIG_RULES_BY_KEY = {
     "threads": _INT0, "seed": _SEED, "data.seed": _SEED, "checkpoint.every": _INT0, "env.num_threads": _INT0,
     "optimizer.lookahead.k": _INT1, "optimizer.lookahead.alpha": _UNIT,   # [0, 1] as Lookahead() and the reference
     "optimizer.polyak.start": _INT0, "algo.alpha": _UNIT_OPEN_TOP, "data.train_frac": ("num", 0.0, 1.0, "open"),
-    "model.slice_units": _INT0, "model.init_range": _POS, "train.warmup_epochs": _INT0,
+    "model.slice_units": _INT0, "model.init_range": _POS,
+    "model.baseline_cell": ("choice", ("torch", "authors")), "train.warmup_epochs": _INT0,
     "data.pad": _INT0, "data.workers": _INT0, "model.lam": _UNIT,
     "model.max_forget_bits": ("choice", (1, 2, 3, 5)),      # the authors' settings; null: no limit
     "model.vf_activation": ("choice", ("elu", "tanh")), "model.kind": ("choice", ("grevnet", "gnn")),

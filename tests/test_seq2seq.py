@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from models.revrnn import max_forget
-from models.seq2seq import BOS, EOS, Seq2Seq, sinusoid
+from models.seq2seq import BOS, EOS, AuthorsRNN, Seq2Seq, sinusoid
 
 CELLS = ["gru", "lstm", "revgru", "revlstm"]
 
@@ -363,3 +363,92 @@ def test_every_parameter_starts_uniform_in_init_range_as_the_authors(cell):
     for bad in (0, -0.1):
         with pytest.raises(ValueError, match=r"init_range must be > 0 \(or null: PyTorch's default initialisation\)"):
             Seq2Seq(9, 7, init_range=bad)
+
+
+def _steps(rnn, x, state=None):
+    """Run ``rnn`` one step at a time; every step's state."""
+    states = []
+    for t in range(x.size(0)):
+        _, state = rnn(x[t:t + 1], state)
+        states.append(state)
+    return states
+
+
+def test_authors_lstm_is_torchs_cell_with_h_from_the_previous_cell_state():
+    """Oracle: torch's LSTMCell from the same (h, c) gives the same new cell state c' and h_torch = o tanh(c');
+    the authors' cell outputs o tanh(c) with the previous c, i.e. h_torch * tanh(c) / tanh(c') (float64)."""
+    torch.manual_seed(0)
+    H = 4
+    a = AuthorsRNN("lstm", 3, H).double()
+    ref = torch.nn.LSTMCell(3, H).double()
+    order = torch.cat([torch.arange(H, 2 * H), torch.arange(0, H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
+    with torch.no_grad():   # the authors' gate order f, i, o, g -> torch's i, f, g, o
+        ref.weight_ih.copy_(a.i2h.weight[order]); ref.bias_ih.copy_(a.i2h.bias[order])
+        ref.weight_hh.copy_(a.h2h.weight[order]); ref.bias_hh.copy_(a.h2h.bias[order])
+    x = torch.randn(6, 2, 3, dtype=torch.float64)
+    h0, c0 = torch.randn(1, 2, H, dtype=torch.float64), torch.randn(1, 2, H, dtype=torch.float64)
+    out, _ = a(x, (h0, c0))
+    states = _steps(a, x, (h0, c0))
+    h, c = h0[0], c0[0]
+    for t, (hs, cs) in enumerate(states):
+        h_ref, c_ref = ref(x[t], (h, c))
+        torch.testing.assert_close(cs[0], c_ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(hs[0], h_ref * torch.tanh(c) / torch.tanh(c_ref), rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(out[t], hs[0], rtol=1e-12, atol=1e-12)
+        assert (hs[0] - h_ref).abs().max() > 1e-3   # not torch's h
+        h, c = hs[0], cs[0]
+
+
+def test_authors_gru_resets_before_the_recurrent_product():
+    """Oracle: when the candidate's recurrent matrix is diagonal and its bias zero, U (r h) = r (U h), so the
+    authors' cell equals torch's GRUCell with the update gate negated (theirs weights the candidate, torch's the
+    old state); with a full matrix it does not (the reset sits before the product)."""
+    torch.manual_seed(1)
+    H = 5
+    a = AuthorsRNN("gru", 3, H).double()
+    with torch.no_grad():
+        a.h2h.weight[2 * H:] = torch.diag(torch.randn(H, dtype=torch.float64))
+        a.h2h.bias[2 * H:] = 0
+    ref = torch.nn.GRUCell(3, H).double()
+    sign = torch.cat([-torch.ones(H), torch.ones(2 * H)]).double()[:, None]
+    order = torch.cat([torch.arange(H, 2 * H), torch.arange(0, H), torch.arange(2 * H, 3 * H)])   # (z, r, n) -> (r, z, n)
+    with torch.no_grad():
+        ref.weight_ih.copy_((a.i2h.weight * sign)[order]); ref.bias_ih.copy_((a.i2h.bias * sign[:, 0])[order])
+        ref.weight_hh.copy_((a.h2h.weight * sign)[order]); ref.bias_hh.copy_((a.h2h.bias * sign[:, 0])[order])
+    x = torch.randn(6, 2, 3, dtype=torch.float64)
+    h = torch.randn(2, H, dtype=torch.float64)
+    out, last = a(x, h[None])
+    for t in range(6):
+        h = ref(x[t], h)
+        torch.testing.assert_close(out[t], h, rtol=1e-12, atol=1e-12)
+    assert torch.equal(last[0], out[-1])
+    with torch.no_grad():
+        a.h2h.weight[2 * H:] = torch.randn(H, H, dtype=torch.float64)
+        ref.weight_hh[2 * H:] = a.h2h.weight[2 * H:]
+    assert (a(x, out[-1:].clone())[0][0] - ref(x[0], out[-1])).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_authors_cells_hold_the_state_over_padding_and_run_in_the_model(kind):
+    """A padded step leaves the state as it was (the final state is that of the last real token), and a Seq2Seq
+    with baseline_cell=authors trains and decodes like the torch cells (the same state shapes)."""
+    torch.manual_seed(2)
+    a = AuthorsRNN(kind, 3, 4)
+    x = torch.randn(5, 3, 3)
+    lengths = torch.tensor([5, 2, 1])
+    out, last = a(x, None, lengths)
+    for j, n in enumerate(lengths.tolist()):
+        o1, l1 = a(x[:n, j:j + 1])
+        torch.testing.assert_close(out[:n, j], o1[:, 0])
+        assert torch.equal(out[n:, j], out[n - 1:n, j].expand(5 - n, -1))
+        for s, s1 in zip(last if kind == "lstm" else (last,), l1 if kind == "lstm" else (l1,)):
+            torch.testing.assert_close(s[:, j], s1[:, 0])
+    m = Seq2Seq(12, 11, emb=6, hidden=8, cell=kind, slice_units=2, dropout=0.0, baseline_cell="authors")
+    assert all(isinstance(r, AuthorsRNN) for r in [*m.enc, *m.dec])
+    src, sm, tgt, tm = batch()
+    logits = m(src, sm, tgt, tm)
+    F.cross_entropy(logits[tm], tgt[tm]).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.enc.parameters())
+    assert len(m.greedy(src, sm, max_len=4)) == 3 and len(m.beam(src, sm, width=2, max_len=4)) == 3
+    with pytest.raises(ValueError, match=r"unknown baseline_cell 'cudnn' \(torch \| authors\)"):
+        Seq2Seq(9, 7, baseline_cell="cudnn")
