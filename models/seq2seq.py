@@ -79,10 +79,9 @@ class AuthorsRNN(nn.Module):
                 c_new = f * c + i * torch.tanh(pre[:, 3 * H:])
                 h_new = o * torch.tanh(c)           # the authors': the previous cell state
             else:
-                W_h, U_h = self.h2h.weight, self.h2h.bias
-                zr = torch.sigmoid(xs[t, :, :2 * H] + F.linear(h, W_h[:2 * H], U_h[:2 * H]))
-                z, r = zr.chunk(2, 1)
-                cand = torch.tanh(xs[t, :, 2 * H:] + F.linear(r * h, W_h[2 * H:], U_h[2 * H:]))
+                U, b = self.h2h.weight, self.h2h.bias
+                z, r = torch.sigmoid(xs[t, :, :2 * H] + F.linear(h, U[:2 * H], b[:2 * H])).chunk(2, 1)
+                cand = torch.tanh(xs[t, :, 2 * H:] + F.linear(r * h, U[2 * H:], b[2 * H:]))
                 h_new, c_new = (1 - z) * h + z * cand, None
             if lengths is not None:                 # padded steps hold the state (the authors' masking)
                 m = (t < lengths).to(x.dtype)[:, None]
