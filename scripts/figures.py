@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 
 COLORS = {"ACKTR": "#d62728", "A2C": "#1f77b4", "Fast weights": "#d62728", "LSTM": "#1f77b4", "A-LSTM": "#2ca02c",
           "IRNN": "#7f7f7f", "GRU": "#9467bd", "RevLSTM": "#ff7f0e", "RevGRU": "#8c564b", "SGD": "#1f77b4",
-          "Adam": "#2ca02c", "Lookahead(SGD)": "#9467bd", "Lookahead(Adam)": "#d62728", "GNF": "#d62728",
+          "Adam": "#2ca02c", "Lookahead(SGD)": "#9467bd", "Lookahead(Adam)": "#d62728", "Polyak": "#ff7f0e", "GNF": "#d62728",
           "perfect generator": "#7f7f7f", "paper (recalled)": "#bbbbbb"}
 
 
@@ -184,7 +184,9 @@ def lookahead_settings(run) -> dict:
 
 def lookahead(runs, out: Path) -> list[str]:
     seeds = [r for r in runs if "/seeds/" in f"/{r.name}/" or "_seed1" in r.name or "_seed2" in r.name or "_seed3" in r.name]
-    label = {"sgd": "SGD", "adam": "Adam", "lookahead_sgd": "Lookahead(SGD)", "lookahead_adam": "Lookahead(Adam)"}
+    label = {"sgd": "SGD", "adam": "Adam", "lookahead_sgd": "Lookahead(SGD)", "lookahead_adam": "Lookahead(Adam)",
+             "polyak": "Polyak"}
+    more = ["#e377c2", "#17becf", "#bcbd22", "#8c564b"]   # further (alpha, k) settings of the robustness panels
     figs = []
     chosen = [r for r in seeds if r.get("seed") in (1, 2, 3) and r.name.startswith("lookahead_ptb_small")]
     if chosen:
@@ -210,11 +212,12 @@ def lookahead(runs, out: Path) -> list[str]:
                         la = lookahead_settings(r)
                         key = "" if opt == inner else f" (alpha {la.get('alpha')}, k {la.get('k')})"
                         pts[key].append((r.get("lr"), r.get("val/ppl_best")))
-                for key, p in pts.items():
+                default = " (alpha 0.8, k 5)"   # the authors' setting keeps Lookahead's colour
+                for i, (key, p) in enumerate(sorted(pts.items(), key=lambda kv: kv[0] != default)):
                     p = sorted(x for x in p if x[1] is not None and math.isfinite(x[1]))
                     if p:
-                        ax.plot(*zip(*p), "o-", ms=3, lw=1, color=COLORS[label[opt]] if not key else None,
-                                label=label[opt] + key)
+                        color = COLORS[label[opt]] if key in ("", default) else more[i % len(more)]
+                        ax.plot(*zip(*p), "o-", ms=3, lw=1, color=color, label=label[opt] + key)
             ax.set(xlabel="learning rate", ylabel="best validation perplexity (seed 0)",
                    title=f"robustness over the {label[inner]} grid")
             if not ax.lines:
