@@ -114,6 +114,8 @@ class Seq2Seq(nn.Module):
             raise ValueError(f"layers must be >= 1, got {layers}")
         if baseline_cell not in ("torch", "authors"):
             raise ValueError(f"unknown baseline_cell '{baseline_cell}' (torch | authors)")
+        if baseline_cell == "authors" and cell.startswith("rev"):
+            raise ValueError(f"baseline_cell=authors picks the gru / lstm baselines' cells; cell={cell} is reversible")
         if init_range is not None and not init_range > 0:
             raise ValueError(f"init_range must be > 0 (or null: PyTorch's default initialisation), got {init_range}")
         self.cell, self.attention, self.k, self.hidden, self.layers = cell, attention, slice_units, hidden, layers

@@ -452,3 +452,5 @@ def test_authors_cells_hold_the_state_over_padding_and_run_in_the_model(kind):
     assert len(m.greedy(src, sm, max_len=4)) == 3 and len(m.beam(src, sm, width=2, max_len=4)) == 3
     with pytest.raises(ValueError, match=r"unknown baseline_cell 'cudnn' \(torch \| authors\)"):
         Seq2Seq(9, 7, baseline_cell="cudnn")
+    with pytest.raises(ValueError, match=r"baseline_cell=authors picks the gru / lstm baselines' cells; cell=revgru"):
+        Seq2Seq(9, 7, cell="revgru", hidden=8, slice_units=2, baseline_cell="authors")
