@@ -241,7 +241,28 @@ def provenance() -> dict:
         except PackageNotFoundError:
             pass
     out["python"] = sys.version.split()[0]
+    out["cpu"] = cpu_id()
     return out
+
+
+def cpu_id() -> str:
+    """The CPU's vendor, family and model and the vector kernels torch picks on it: two machines both called
+    "AMD EPYC" can differ here, and with them the float rounding of a run (a chaotic training run then follows
+    another trajectory from the same seed)."""
+    info = {}
+    try:
+        for line in open("/proc/cpuinfo"):
+            k, _, v = line.partition(":")
+            k = k.strip()
+            if k in ("vendor_id", "cpu family", "model") and k not in info:
+                info[k] = v.strip()
+            if len(info) == 3:
+                break
+    except OSError:
+        pass
+    cap = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", lambda: "unknown")()
+    parts = [info.get("vendor_id", "unknown vendor")] + [f"{k} {info[k]}" for k in ("cpu family", "model") if k in info]
+    return f"{' '.join(parts)}, torch kernels {cap}"
 
 
 def record_bench(folder, metrics: dict, argv: list[str], script: str) -> None:

@@ -92,6 +92,7 @@ def test_every_code_path_smoke_runs(name, tmp_path, fixture_data):
     cfg = OmegaConf.load(tmp_path / "resolved_config.yaml")
     assert cfg.objective in summary and summary["command"].startswith("python run.py experiment=")
     assert len(summary["provenance/git_commit"]) == 40 and "provenance/version/torch" in summary
+    assert summary["provenance/cpu"].endswith(f"torch kernels {torch.backends.cpu.get_cpu_capability()}")
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows and all("step" in r for r in rows)
     assert (tmp_path / "checkpoint.pt").exists() and (tmp_path / ".hydra" / "config.yaml").exists()

@@ -514,3 +514,21 @@ def test_a_paper_full_run_on_a_cpu_says_so_prints_its_folder_and_projects_its_ti
     assert any(ln.startswith("projected wall time: ") for ln in lines)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any("loss/total" in r for r in rows)     # a metric row after every batch
+
+
+def test_provenance_names_the_cpu_model_and_torchs_kernels(tmp_path, monkeypatch):
+    """Two machines both called "AMD EPYC" can round differently: the provenance names vendor, family, model and the
+    vector kernels torch chose, read from /proc/cpuinfo as written (the first processor's lines)."""
+    import runners.core as core
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+                       "model name\t: AMD EPYC\n\nprocessor\t: 1\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n"
+                       "model\t\t: 143\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda f, *a, **k: real_open(cpuinfo if f == "/proc/cpuinfo" else f, *a, **k))
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert core.cpu_id() == "AuthenticAMD cpu family 25 model 17, torch kernels AVX512"
+    assert core.provenance()["cpu"] == core.cpu_id()
+    monkeypatch.setattr("builtins.open", lambda *a, **k: (_ for _ in ()).throw(OSError("no /proc")))
+    assert core.cpu_id() == "unknown vendor, torch kernels AVX512"
