@@ -15,8 +15,9 @@ sentence shared over time (``dropout``, 0.4): on the source and target embedding
 top output (the attention query; for ``full`` also on the encoder's top output, which is then the memory) and on
 the slice; none on the attention output. Every parameter starts U(-0.1, 0.1) (``init_range``, the authors'
 OpenNMT ``-param_init``; null: PyTorch's default initialisation). ``positions="sinusoidal"`` adds a sinusoidal
-position signal to both embeddings (our synthetic task's reordering needs it; the authors' data do not). Padded source positions are masked
-out of the attention, and padded time steps leave the recurrent state untouched.
+position signal to both embeddings (our synthetic task's reordering needs it; the authors' data do not). Padded
+source positions are masked out of the attention, and padded time steps leave the recurrent state untouched.
+``baseline_cell="authors"`` swaps torch's GRU/LSTM for the authors' per-step cells (``AuthorsRNN``).
 """
 from __future__ import annotations
 
