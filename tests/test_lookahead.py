@@ -327,7 +327,7 @@ def test_language_model_polyak_starts_on_the_nonmonotone_trigger(tmp_path):
     from fixtures import write_ptb
 
     write_ptb(tmp_path / "data")
-    p = run_cli("experiment=lookahead_ptb_small", "optimizer=polyak", "+optim_presets.polyak.lr=30", "smoke=true",
+    p = run_cli("experiment=lookahead_ptb_small", "optimizer=polyak", "++optim_presets.polyak.lr=30", "smoke=true",
                 f"data.root={tmp_path}/data", "train.epochs=6", "train.polyak_nonmono=1", "train.lr_schedule=constant",
                 f"hydra.run.dir={tmp_path}/run", "logger.mode=disabled", "logger.progress=false", check=True)
     import torch as _t
