@@ -70,22 +70,25 @@ class AuthorsRNN(nn.Module):
             h, c = (zeros, zeros) if state is None else (state[0][0], state[1][0])
         else:
             h, c = (zeros if state is None else state[0]), None
-        lengths = None if lengths is None else lengths.to(x.device)
+        # padded steps hold the state (the authors' masking): [T, B, 1], 1 at real steps
+        keep = None
+        if lengths is not None:
+            keep = (torch.arange(T, device=x.device)[:, None] < lengths.to(x.device)).to(x.dtype)[..., None]
         xs = self.i2h(x)   # every step's input part at once
+        U, b = self.h2h.weight, self.h2h.bias
         outs = []
         for t in range(T):
             if self.kind == "lstm":
-                pre = xs[t] + self.h2h(h)
+                pre = xs[t] + F.linear(h, U, b)
                 f, i, o = torch.sigmoid(pre[:, :3 * H]).chunk(3, 1)
                 c_new = f * c + i * torch.tanh(pre[:, 3 * H:])
                 h_new = o * torch.tanh(c)           # the authors': the previous cell state
             else:
-                U, b = self.h2h.weight, self.h2h.bias
                 z, r = torch.sigmoid(xs[t, :, :2 * H] + F.linear(h, U[:2 * H], b[:2 * H])).chunk(2, 1)
                 cand = torch.tanh(xs[t, :, 2 * H:] + F.linear(r * h, U[2 * H:], b[2 * H:]))
                 h_new, c_new = (1 - z) * h + z * cand, None
-            if lengths is not None:                 # padded steps hold the state (the authors' masking)
-                m = (t < lengths).to(x.dtype)[:, None]
+            if keep is not None:
+                m = keep[t]
                 h_new = m * h_new + (1 - m) * h
                 c_new = None if c is None else m * c_new + (1 - m) * c
             h, c = h_new, c_new

@@ -260,7 +260,7 @@ def cpu_id() -> str:
                 break
     except OSError:
         pass
-    cap = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", lambda: "unknown")()
+    cap = torch.backends.cpu.get_cpu_capability()
     parts = [info.get("vendor_id", "unknown vendor")] + [f"{k} {info[k]}" for k in ("cpu family", "model") if k in info]
     return f"{' '.join(parts)}, torch kernels {cap}"
 

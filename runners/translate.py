@@ -137,7 +137,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
     try:
         model = Seq2Seq(len(data.src_vocab), len(data.tgt_vocab), mc.emb, mc.hidden, mc.cell, mc.attention,
                         mc.slice_units, mc.max_forget_bits, mc.dropout, mc.layers, mc.positions,
-                        mc.get("init_range", 0.1), mc.get("baseline_cell", "torch")).to(device)
+                        mc.init_range, mc.baseline_cell).to(device)
     except ValueError as e:
         raise UserError(str(e)) from None
     opt = make_optimizer(model.parameters(), cfg)
