@@ -409,13 +409,14 @@ def test_authors_gru_resets_before_the_recurrent_product():
     a = AuthorsRNN("gru", 3, H).double()
     with torch.no_grad():
         a.h2h.weight[2 * H:] = torch.diag(torch.randn(H, dtype=torch.float64))
-        a.h2h.bias[2 * H:] = 0
     ref = torch.nn.GRUCell(3, H).double()
     sign = torch.cat([-torch.ones(H), torch.ones(2 * H)]).double()[:, None]
     order = torch.cat([torch.arange(H, 2 * H), torch.arange(0, H), torch.arange(2 * H, 3 * H)])   # (z,r,n)->(r,z,n)
     with torch.no_grad():
         ref.weight_ih.copy_((a.i2h.weight * sign)[order]); ref.bias_ih.copy_((a.i2h.bias * sign[:, 0])[order])
         ref.weight_hh.copy_((a.h2h.weight * sign)[order]); ref.bias_hh.copy_((a.h2h.bias * sign[:, 0])[order])
+        ref.bias_ih[2 * H:] += a.h2h.bias[2 * H:]   # the authors' candidate bias sits outside the reset: torch's b_in
+        ref.bias_hh[2 * H:] = 0
     x = torch.randn(6, 2, 3, dtype=torch.float64)
     h = torch.randn(2, H, dtype=torch.float64)
     out, last = a(x, h[None])
