@@ -127,13 +127,15 @@ def batch(S=6, T=5, lengths=(6, 3, 1), tlen=(5, 2, 4), V=12, Vt=11, seed=0):
     return src.masked_fill(~sm, 0), sm, tgt.masked_fill(~tm, 0), tm
 
 
-@pytest.mark.parametrize("cell,layers", [("gru", 1), ("lstm", 2)])
-def test_torch_rnn_model_equals_one_sentence_at_a_time(cell, layers):
-    """Packed padded encoding, the decoder starting from each encoder layer's state at the last real token, the
-    dropped query and the attention: written out with the torch RNNs one sentence at a time, no padding."""
+@pytest.mark.parametrize("cell,layers,baseline_cell", [("gru", 1, "torch"), ("lstm", 2, "torch"),
+                                                        ("gru", 2, "authors"), ("lstm", 2, "authors")])
+def test_rnn_model_equals_one_sentence_at_a_time(cell, layers, baseline_cell):
+    """Packed padded encoding (the authors' cells: the state held over padding), the decoder starting from each
+    encoder layer's state at the last real token, the dropped query and the attention: written out with the
+    model's own RNN layers one sentence at a time, no padding (emb 6 != hidden 8: layer 2 reads layer 1's output)."""
     torch.manual_seed(1)
     model = Seq2Seq(12, 11, emb=6, hidden=8, cell=cell, attention="emb+slice", slice_units=3, dropout=0.3,
-                    layers=layers, positions="sinusoidal").double().train()
+                    layers=layers, positions="sinusoidal", baseline_cell=baseline_cell).double().train()
     src, sm, tgt, tm = batch(S=7, lengths=(3, 6, 1))        # unsorted, and no sentence fills the padded length
     torch.manual_seed(3)
     got = model(src, sm, tgt, tm)
@@ -281,7 +283,7 @@ def test_beam_length_penalty_divides_by_length_to_the_alpha():
 
 
 def test_tensors_are_made_on_the_inputs_device():
-    """The position signal, the dropout masks and the decoder step build their tensors on the device they are given
+    """The position signal, the dropout masks, the decoder step and the authors' cells' padding mask build their tensors on the device they are given
     (checked on PyTorch's data-less 'meta' device, where a CPU tensor would not mix)."""
     meta = torch.device("meta")
     assert sinusoid(5, 6, meta).device == meta
@@ -291,6 +293,9 @@ def test_tensors_are_made_on_the_inputs_device():
     assert model.embed(torch.randint(4, 9, (5, 3)).to(meta), "src", masks).device == meta
     h, _ = model._step(torch.full((1, 3), BOS).to(meta), [torch.zeros(1, 3, 8, device=meta)], masks, 2)
     assert h.device == meta
+    for kind in ("gru", "lstm"):   # the authors' cells' padding mask, from CPU lengths (as encode() passes them)
+        out, last = AuthorsRNN(kind, 6, 8).to(meta)(torch.zeros(5, 3, 6, device=meta), None, torch.tensor([5, 2, 1]))
+        assert out.device == meta and all(s.device == meta for s in (last if kind == "lstm" else (last,)))
 
 
 def reference_beam(model, src, sm, width, max_len, alpha):
