@@ -27,6 +27,7 @@ import algorithms.kfac as kfac_mod  # noqa: E402
 from algorithms.a2c import A2C  # noqa: E402
 from algorithms.acktr import ACKTR  # noqa: E402
 from models.actor_critic import AtariActorCritic  # noqa: E402
+from runners.core import hardware  # noqa: E402
 
 TIMES: dict[str, float] = defaultdict(float)
 
@@ -101,9 +102,10 @@ def main():
         sync(); t_acktr.append((time.perf_counter() - t) / args.updates)
     a, b = statistics.median(t_a2c), statistics.median(t_acktr)
     n = args.rounds * args.updates
-    print(f"# device={dev} threads={torch.get_num_threads()} torch={torch.__version__} batch={args.batch} "
+    print(f"# device={dev}, {hardware()}, batch={args.batch} "
           f"cnn=32-64-{args.conv3}-512 stats_every={args.stats_every} eig_every={args.eig_every} "
           f"eig_async={bool(args.eig_async)} {args.memory_format}")
+    print(f"# command: python scripts/bench_acktr.py {' '.join(sys.argv[1:])}")
     print(f"A2C update    {a * 1e3:9.1f} ms")
     print(f"ACKTR update  {b * 1e3:9.1f} ms   ratio ACKTR/A2C = {b / a:.2f}x")
     print("ACKTR breakdown (ms per update, averaged; CPU-timed, so on CUDA these are launch times):")

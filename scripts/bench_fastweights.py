@@ -9,7 +9,6 @@ time per step is reported. The target (issue #2): fast weights within 3x the LST
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.fast_weights import build_retrieval_model  # noqa: E402
+from runners.core import hardware  # noqa: E402
 from runners.retrieval_data import N_CLASSES, VOCAB, generate  # noqa: E402
 
 
@@ -66,8 +66,8 @@ def main():
                 step(m, opt)
             sync(); times[n].append((time.perf_counter() - t) / args.steps)
     med = {n: statistics.median(v) for n, v in times.items()}
-    print(f"# device={dev} threads={torch.get_num_threads()} cpu={platform.processor() or platform.machine()} "
-          f"torch={torch.__version__} R={args.hidden} batch={args.batch}")
+    print(f"# device={dev}, {hardware()}, R={args.hidden} batch={args.batch}")
+    print(f"# command: python scripts/bench_fastweights.py {' '.join(sys.argv[1:])}")
     print(f"{'model':<14}{'ms/step':>10}{'seqs/s':>10}{'x LSTM':>9}")
     for n in names:
         print(f"{n:<14}{med[n] * 1e3:>10.2f}{args.batch / med[n]:>10.0f}{med[n] / med['lstm']:>9.2f}")

@@ -25,6 +25,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from runners.core import hardware  # noqa: E402
 
 
 def ours(algo: str, envs: int, steps: int, device: str, extra: tuple = (), backend: str = "baselines") -> float:
@@ -82,8 +83,9 @@ def main():
            "ours_acktr_amortized": ours("acktr", args.envs, args.steps, args.device, amort)}
     native = {"ours_a2c_ale_vector": ours("a2c", args.envs, args.steps, args.device, backend="ale_vector"),
               "ours_acktr_ale_vector": ours("acktr", args.envs, args.steps, args.device, backend="ale_vector")}
-    print(f"# Pong, {args.envs} envs, {args.steps} agent steps each, device={args.device}, "
-          f"threads={torch.get_num_threads()}, torch={torch.__version__}; our baselines wrappers on both sides")
+    print(f"# Pong, {args.envs} envs, {args.steps} agent steps each, device={args.device}, {hardware()}; "
+          "our baselines wrappers on both sides")
+    print(f"# command: python scripts/bench_pong_throughput.py {' '.join(sys.argv[1:])}")
     for k, v in res.items():
         print(f"{k:<26}{v:10.0f} agent steps/s   {v / res['sb3_a2c']:.2f}x SB3 A2C")
     print("# ale-py's native vector env instead (ours only): what it adds")
