@@ -75,6 +75,15 @@ def make_env(ec, n_envs: int, seed: int):
     return env
 
 
+def ended_games(info: dict) -> list[tuple[int, float, int]]:
+    """(environment, unclipped score, length) of every whole game that ended at this vector step (baselines backend).
+    With SAME_STEP autoreset an ended environment is reset within the step, so the step's top-level info is the
+    reset's: the GameScore wrapper's report is in ``info["final_info"]`` (gymnasium 1.x)."""
+    fin = info.get("final_info", {})
+    return [(int(i), float(fin["game_score"][i]), int(fin["game_length"][i]))
+            for i in np.nonzero(fin.get("_game_score", ()))[0]]
+
+
 @torch.no_grad()
 def record_episode(model, ec, path: Path, seed: int, device) -> dict:
     """One whole evaluation game (all lives, unclipped score, actions sampled from the policy) rendered to MP4."""
@@ -191,8 +200,8 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                     next_np, r, term, trunc, info = env.step(action.cpu().numpy())
                     done = np.logical_or(term, trunc)
                     if stack:   # the wrappers clip rewards, end episodes at a lost life and report whole games
-                        for i in np.nonzero(info.get("_game_score", np.zeros(N, bool)))[0]:
-                            game_over(i, info["game_score"][i], info["game_length"][i], t)
+                        for i, score, length in ended_games(info):
+                            game_over(i, score, length, t)
                     else:
                         raw_r = np.asarray(r, dtype=np.float64)
                         game_return += raw_r

@@ -4,6 +4,7 @@ checkpointing of the algorithms' state."""
 import math
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -121,6 +122,56 @@ def test_baselines_backend_gives_single_frames_for_the_runner_to_stack():
     obs, _ = env.reset(seed=0)
     assert np.asarray(obs).shape == (2, 84, 84)   # single frames: the runner stacks them, zeroed on done
     env.close()
+
+
+class _ShortGame(gym.Env):
+    """A stand-in game: reward 2 each step, the game over after ``length`` steps."""
+
+    def __init__(self, length):
+        self.length, self.t = length, 0
+        self.observation_space = gym.spaces.Box(0, 255, (2,), np.uint8)
+        self.action_space = gym.spaces.Discrete(2)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(2, np.uint8), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.full(2, self.t, np.uint8), 2.0, self.t == self.length, False, {}
+
+
+def test_ended_games_come_from_the_final_info_of_a_same_step_reset():
+    """The runner's vector env resets an ended game within the same step (SAME_STEP autoreset), so the step's
+    top-level info is the reset's; each game's unclipped score and length must be read from its final info,
+    for the environment that ended, at the step it ended."""
+    from runners.atari_env import GameScore
+    from runners.onpolicy import ended_games
+
+    env = gym.vector.SyncVectorEnv([lambda n=n: GameScore(_ShortGame(n))
+                                    for n in (3, 5)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    env.reset(seed=0)
+    seen = []
+    for t in range(10):
+        _, _, term, _, info = env.step(np.zeros(2, np.int64))
+        assert "game_score" not in info   # the reset's info: why the runner reads final_info
+        seen += [(t, *g) for g in ended_games(info)]
+    assert seen == [(2, 0, 6.0, 3), (4, 1, 10.0, 5), (5, 0, 6.0, 3), (8, 0, 6.0, 3), (9, 1, 10.0, 5)]
+
+
+def test_a_pong_run_records_its_whole_games(tmp_path):
+    """End to end on the real game: a random-ish A2C policy loses a Pong game 21-0 in under 1500 agent steps; the run
+    must log it (episode/score -21, unclipped) and report score/mean100, the Table 1 measure."""
+    import json
+
+    p = run_cli("experiment=a2c_pong", "algo.n_envs=1", "train.total_timesteps=1500", "train.log_every=1000",
+                "checkpoint.every=0", f"hydra.run.dir={tmp_path}", "logger.mode=disabled", "logger.progress=false")
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    games = [r["episode/score"] for r in rows if "episode/score" in r]
+    assert games and games[0] == -21.0
+    assert json.loads((tmp_path / "summary.json").read_text())["score/mean100"] == -21.0
 
 
 # --------------------------------------------------------------------------- A2C
