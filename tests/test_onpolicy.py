@@ -166,7 +166,8 @@ def test_a_pong_run_records_its_whole_games(tmp_path):
     import json
 
     p = run_cli("experiment=a2c_pong", "algo.n_envs=1", "train.total_timesteps=1500", "train.log_every=1000",
-                "checkpoint.every=0", f"hydra.run.dir={tmp_path}", "logger.mode=disabled", "logger.progress=false")
+                "checkpoint.every=0", "threads=1", f"hydra.run.dir={tmp_path}", "logger.mode=disabled",
+                "logger.progress=false")
     assert p.returncode == 0, p.stderr[-2000:]
     rows = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     games = [r["episode/score"] for r in rows if "episode/score" in r]
