@@ -137,8 +137,8 @@ def acktr(runs, out: Path) -> list[str]:
                 for r in atari:
                     if r.get("algo") == algo and f"/{g}-" in str(r.get("env")):
                         x, y = rows(r, "score/mean100", "timesteps")
-                        ax.plot(x, y, color=COLORS[lab], lw=1.2, label=f"{lab} (seed {r.get('seed')})")
-            ax.set(title=g, xlabel="timesteps (10M lr schedule)", ylabel="mean score, last 100 games")
+                        ax.plot(np.asarray(x) / 1e6, y, color=COLORS[lab], lw=1.2, label=f"{lab} (seed {r.get('seed')})")
+            ax.set(title=g, xlabel="timesteps, millions (10M lr schedule)", ylabel="mean score, last 100 games")
         axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1))
         fig.tight_layout()
         figs.append(save(fig, out, "atari_curves"))
