@@ -76,12 +76,15 @@ def cli():
     return run_cli
 
 
+_open = open   # bound at import: a test that monkeypatches builtins.open must not break this hook
+
+
 def pytest_runtest_logreport(report):
     """BA_TEST_TIMES=<file>: append "seconds outcome nodeid" for every test phase as it finishes (a record that
     survives an interrupted run, to find the slow tests)."""
     path = os.environ.get("BA_TEST_TIMES")
     if path and (report.when == "call" or report.outcome != "passed"):
-        with open(path, "a") as f:
+        with _open(path, "a") as f:
             f.write(f"{report.duration:.2f} {report.when}:{report.outcome} {report.nodeid}\n")
 
 
