@@ -83,6 +83,8 @@ def pytest_runtest_logreport(report):
     """BA_TEST_TIMES=<file>: append "seconds outcome nodeid" for every test phase as it finishes (a record that
     survives an interrupted run, to find the slow tests)."""
     path = os.environ.get("BA_TEST_TIMES")
+    if "PYTEST_XDIST_WORKER" in os.environ:   # xdist replays each report on the controller: write it once, there
+        return
     if path and (report.when == "call" or report.outcome != "passed"):
         with _open(path, "a") as f:
             f.write(f"{report.duration:.2f} {report.when}:{report.outcome} {report.nodeid}\n")
