@@ -19,8 +19,9 @@ separate Fisher backward pass (see ``capture``). Defaults follow OpenAI baseline
 - a cold phase: the first ``cold_iters`` steps are momentum SGD (lr ``cold_lr_scale`` x lr, momentum 0.9,
   gradients clipped to global norm ``cold_max_grad_norm``) while the factors accumulate;
 - eigendecompositions (``torch.linalg.eigh``) every ``eig_every`` updates; ``eig_async=True`` computes them in a
-  background thread from the factors of the previous update (as baselines' queue runner: off the critical path,
-  one update stale); eigenvalues below ``eig_eps`` clamped to 0; ``damping`` (0.01) plus ``weight_damping`` (on
+  background thread from the factors of the previous update (as baselines' queue runner, off the critical path;
+  we wait for it at the next update, so it is exactly one update stale, where baselines' non-blocking dequeue
+  keeps an older one while the thread is still busy); eigenvalues below ``eig_eps`` clamped to 0; ``damping`` (0.01) plus ``weight_damping`` (on
   weight blocks only; baselines adds its weight-decay coefficients there) added to the eigenvalue products, so
   the preconditioned gradient is (A kron G + damping I)^-1 g exactly;
 - trust region: the step's predicted KL, lr^2 * sum(g . F^-1 g) over every block, is capped at ``kl_clip`` by
@@ -363,7 +364,7 @@ class KFAC(torch.optim.Optimizer):
 
     def _launch(self) -> None:
         """Eigendecompose a copy of the current factors in a background thread; the result is installed at the
-        next update (baselines' queue runner: off the critical path, one update stale)."""
+        next update (baselines' queue runner: off the critical path; waited for, so exactly one update stale)."""
         snapshot = [{k: v.clone() for k, v in f.items()} for f in self._factors()]
         if self._executor is None:
             from concurrent.futures import ThreadPoolExecutor

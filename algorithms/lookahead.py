@@ -10,9 +10,11 @@ Details that public wrappers commonly get wrong, and that the tests in ``tests/t
   ``group["lr"]``) and ``add_param_group`` reach the inner optimizer, also after ``load_state_dict``.
 * ``state_dict`` carries the inner state, the slow weights, the slow momentum and the step counter,
   so a run resumed mid-cycle continues bit for bit.
-* Inner state at a sync (``pullback_momentum``): ``"none"`` keeps it (the paper's default),
+* Inner state at a sync (``pullback_momentum``): ``"none"`` keeps it (the authors' code default),
   ``"reset"`` zeroes the momentum buffers, ``"pullback"`` interpolates them like the weights
-  (m <- alpha * m + (1 - alpha) * m_slow, m_slow <- m) with a separate copy, never an alias.
+  (m <- alpha * m + (1 - alpha) * m_slow, m_slow <- m) with a separate copy, never an alias (the authors'
+  lookahead_pytorch.py stores the live buffer itself as m_slow, so from the second sync on its "pullback" scales m
+  by alpha (2 - alpha); it also handles SGD's buffer only, where ours also pulls back Adam's ``exp_avg``).
   Momentum buffers are the inner state keys in ``MOMENTUM_KEYS`` (SGD's ``momentum_buffer``,
   Adam/AdamW's first moment ``exp_avg``).
 * Updates use ``torch._foreach`` ops over all parameters at once; ``fused_sync=True`` compiles the

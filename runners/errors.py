@@ -45,7 +45,7 @@ CONFIG_RULES_BY_KEY = {
     "data.pad": _INT0, "data.workers": _INT0, "model.lam": _UNIT,
     "model.max_forget_bits": ("choice", (1, 2, 3, 5)),      # the authors' settings; null: no limit
     "model.vf_activation": ("choice", ("elu", "tanh")), "model.kind": ("choice", ("grevnet", "gnn")),
-    "train.test_weights": ("choice", ("best", "final")),
+    "train.test_weights": ("choice", ("best", "final")), "eval.size_rule": ("choice", ("random", "authors")),
     "train.lr_decay": _UNIT_OPEN_BOTTOM,   # translation: the lr factor when validation worsens (1: no decay)
     "train.ae_target_acc": _UNIT_OPEN_BOTTOM, "eval.n_boot": _INT1, "data.subset": _INT1,
 }

@@ -94,6 +94,22 @@ def sample(flow, sizes: list[int], dim: int, temperature: float, device, batch_n
     return out
 
 
+def sample_sizes(rule: str, train_sizes: list[int], n: int, seed_index: int, rng: np.random.Generator,
+                 batch: int = 32) -> list[int]:
+    """Node counts of the ``n`` graphs sampled with the ``seed_index``-th sampling seed.
+
+    ``random``: drawn uniformly from the training graphs' sizes. ``authors``: as the authors'
+    generate_graphs.py, batches of ``batch`` graphs that all take the size of one training graph, the
+    training graphs in split order (batch i: training graph i), each sampling seed going on where the
+    previous one stopped, cycling through the split."""
+    if rule == "random":
+        return rng.choice(np.asarray(train_sizes), size=n).tolist()
+    if rule == "authors":
+        first = seed_index * n
+        return [train_sizes[((first + i) // batch) % len(train_sizes)] for i in range(n)]
+    raise ValueError(f"unknown size rule {rule!r}")   # the config check refuses it before training
+
+
 @torch.no_grad()
 def reconstruct(encoder, graphs: list[Graph], temperature: float, device) -> list[Graph]:
     b = to_batch(graphs, device, self_loops=True)
@@ -272,12 +288,12 @@ def evaluate(cfg, encoder, flow, train_g, test_g, run_dir: Path, device) -> dict
         except FlowNumericalError as e:
             raise UserError(f"evaluation: {e}") from None
         out["flow/test_nll_per_dim"] = -lp.sum().item() / b.num_nodes / mc.dim
-    train_sizes = np.array([g.num_nodes for g in train_g])
+    train_sizes = [g.num_nodes for g in train_g]
     pool, per_seed = [], {k: [] for k in STATS}
-    for s in ec.seeds:
+    for j, s in enumerate(ec.seeds):
         rng = np.random.default_rng(s)
         torch.manual_seed(s)
-        sizes = rng.choice(train_sizes, size=ec.n_samples).tolist()
+        sizes = sample_sizes(ec.size_rule, train_sizes, ec.n_samples, j, rng)
         try:
             samples = sample(flow, sizes, mc.dim, mc.temperature, device)
         except FlowNumericalError as e:
@@ -306,4 +322,5 @@ def evaluate(cfg, encoder, flow, train_g, test_g, run_dir: Path, device) -> dict
     out["samples/lcc_node_frac"] = float(sum(g.num_nodes for g in lcc) / sum(g.num_nodes for g in pool))
     out["test/mean_edges"] = float(np.mean([len(g.without_self_loops().edges) for g in test_g]))
     out["eval/seeds"] = list(ec.seeds)
+    out["eval/size_rule"] = ec.size_rule
     return out

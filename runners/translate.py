@@ -2,7 +2,7 @@
 batches with padding masks, validation loss / token accuracy, greedy or beam decoding, BLEU.
 
 Data (``data.name``): ``synthetic`` (generated into the run's data root), ``multi30k`` (en -> de),
-``iwslt16`` (de -> en, prepared local folder). BLEU: sacrebleu's corpus BLEU on the detokenised output
+``iwslt16`` (en -> de as the authors, prepared local folder). BLEU: sacrebleu's corpus BLEU on the detokenised output
 (``test/bleu``) and the tokenised, lower-cased BLEU the paper's era reported (``test/bleu_tok``).
 Reversible cells (revgru / revlstm) train by reversal (``train.reversal=true``,
 algorithms/reversible_bptt.py ``seq2seq_step``) or by ordinary BPTT through the same fixed-point model

@@ -13,7 +13,7 @@ Stages (each a Hydra multirun with resume=auto into a fixed folder, so re-runnin
 
 ``--la-tuning default`` skips the stages la and la2: Lookahead runs at its inner optimizer's chosen lr with the
 authors' default (alpha 0.8, k 5), so Lookahead gets less tuning than its baselines (a conservative comparison that
-costs 20 fewer runs). ``--seeds 1,2`` sets the fresh seeds of the final runs (default 1, 2, 3).
+costs up to 18 fewer runs). ``--seeds 1,2`` sets the fresh seeds of the final runs (default 1, 2, 3).
 
     python scripts/lookahead_protocol.py --stage all --data-root ../shared/data --launcher joblib
     python scripts/lookahead_protocol.py --stage base --dry-run

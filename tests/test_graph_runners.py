@@ -64,3 +64,39 @@ def test_memory_benchmark_grevnet_flat_gnn_linear(tmp_path):
     growth = json.loads(out.read_text())["growth_mib_per_step"]
     assert growth["gnn"] > 0.5 and growth["grevnet_autograd"] > 0.5
     assert growth["grevnet_reversible"] < 0.1 * growth["gnn"]
+
+
+def _authors_sizes(train_n_nodes, number_to_generate, batch_size=32):
+    """The authors' generate_graphs.py loop, transcribed: batch i holds batch_size graphs of training graph i's size."""
+    n_node_all, n_nodes_ind = [], 0
+    for _ in range(number_to_generate):
+        n_node_all += [train_n_nodes[n_nodes_ind]] * batch_size
+        n_nodes_ind += 1
+    return n_node_all
+
+
+def test_sample_sizes_authors_rule_is_generate_graphs_loop():
+    import numpy as np
+    from runners.graph_generation import sample_sizes
+
+    train = [12, 15, 20, 11, 18, 13, 17, 16, 19, 14]   # distinct, so a wrong index or order shows
+    rng = np.random.default_rng(0)
+    assert sample_sizes("authors", train * 6, 50 * 32, 0, rng) == _authors_sizes(train * 6, 50)
+    # later sampling seeds go on where the previous one stopped, cycling through the split
+    assert sample_sizes("authors", train, 64, 0, rng) == _authors_sizes(train, 2)
+    assert sample_sizes("authors", train, 64, 1, rng) == _authors_sizes(train, 4)[64:]
+    assert sample_sizes("authors", train, 96, 3, rng) == _authors_sizes(train * 2, 12)[288:]
+    assert sample_sizes("authors", train, 40, 0, rng) == _authors_sizes(train, 2)[:40]
+
+
+def test_sample_sizes_random_rule_draws_from_the_training_sizes():
+    import numpy as np
+    from runners.graph_generation import sample_sizes
+
+    train = [12, 15, 20, 11]
+    got = sample_sizes("random", train, 4000, 0, np.random.default_rng(7))
+    assert got == np.random.default_rng(7).choice(train, size=4000).tolist()
+    counts = np.bincount([train.index(n) for n in got], minlength=4) / 4000
+    assert np.abs(counts - 0.25).max() < 0.03
+    with pytest.raises(ValueError):
+        sample_sizes("test", train, 4, 0, np.random.default_rng(0))
