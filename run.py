@@ -145,6 +145,8 @@ def expand_resume(overrides: list[str], multirun: bool) -> list[str]:
         fail(f"resume={value}: no checkpoint.pt in that run directory (it stopped before its first checkpoint); "
              f"start it again")
     ROLLBACK.update(snapshot_dir(run_dir))
+    given = {key_of(o) for o in new}   # a key given again takes its new value (once, so the run's command reads right)
+    old = [o for o in old if key_of(o) not in given]
     return old + new + [f"resume={hydra_quote(str(run_dir))}", f"hydra.run.dir={hydra_quote(str(run_dir))}"]
 
 

@@ -46,6 +46,7 @@ CONFIG_RULES_BY_KEY = {
     "model.max_forget_bits": ("choice", (1, 2, 3, 5)),      # the authors' settings; null: no limit
     "model.vf_activation": ("choice", ("elu", "tanh")), "model.kind": ("choice", ("grevnet", "gnn")),
     "train.test_weights": ("choice", ("best", "final")), "eval.size_rule": ("choice", ("random", "authors")),
+    "model.flow_self_edges": ("bool",),
     "train.lr_decay": _UNIT_OPEN_BOTTOM,   # translation: the lr factor when validation worsens (1: no decay)
     "train.ae_target_acc": _UNIT_OPEN_BOTTOM, "eval.n_boot": _INT1, "data.subset": _INT1,
 }
@@ -58,7 +59,7 @@ CONFIG_RULES_BY_NAME = {
         "n_layers", "steps", "ae_epochs", "batch_size", "bptt", "epochs", "eval_batch_size", "eval_every",
         "flow_epochs", "log_every", "lr_patience", "lr_nonmono", "max_batches_per_epoch", "test_batch_size",
         "total_timesteps", "k", "stop_at", "vf_iters", "batch_steps", "update_bn_batches", "mlp_layers",
-        "mlp_hidden")},
+        "mlp_hidden", "flow_heads")},
     **{k: _INT0 for k in ("cold_iters", "stats_accum", "polyak_nonmono")},
     **{k: _POS for k in (
         "lr", "ae_lr", "flow_lr", "vf_lr", "eps", "damping", "kl_clip", "target_kl", "cold_max_grad_norm",
@@ -88,6 +89,8 @@ _SKIP_PREFIXES = ("smoke_overrides", "optim_presets", "hydra")
 
 
 def _range_text(rule) -> str:
+    if rule[0] == "bool":
+        return "true or false"
     if rule[0] == "choice":
         return "one of " + ", ".join(str(v) for v in rule[1])
     kind, lo, hi, *opt = rule
@@ -108,6 +111,8 @@ def value_error(key: str, value) -> str | None:
         return None
     if rule[0] == "choice":
         ok = not isinstance(value, bool) and value in rule[1]
+    elif rule[0] == "bool":
+        ok = isinstance(value, bool)
     else:
         ok = not _item_error(rule, value)
     return None if ok else f"{key}={value!r}: must be {_range_text(rule)}"

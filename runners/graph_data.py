@@ -178,8 +178,9 @@ def split(graphs: list[Graph], train_frac: float = 0.8) -> tuple[list[Graph], li
 
 
 # --------------------------------------------------------------------------- batching
-def complete_edges(batch: torch.Tensor) -> torch.Tensor:
-    """Directed edges j -> i between every pair i != j of nodes in the same graph (``batch`` sorted)."""
+def complete_edges(batch: torch.Tensor, self_edges: bool = False) -> torch.Tensor:
+    """Directed edges j -> i between every pair i != j of nodes in the same graph (``batch`` sorted);
+    ``self_edges`` adds i -> i (the authors' flow graph, n^2 edges per graph)."""
     counts = torch.bincount(batch)
     ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
     n_pairs = counts * counts
@@ -188,6 +189,8 @@ def complete_edges(batch: torch.Tensor) -> torch.Tensor:
         torch.cumsum(n_pairs, 0) - n_pairs, n_pairs)
     src = ptr[g] + k // counts[g]
     dst = ptr[g] + k % counts[g]
+    if self_edges:
+        return torch.stack([src, dst])
     keep = src != dst
     return torch.stack([src[keep], dst[keep]])
 

@@ -80,7 +80,8 @@ def decode_graphs(h: torch.Tensor, sizes: list[int], temperature: float) -> list
 
 
 @torch.no_grad()
-def sample(flow, sizes: list[int], dim: int, temperature: float, device, batch_nodes: int = 4096) -> list[Graph]:
+def sample(flow, sizes: list[int], dim: int, temperature: float, device, batch_nodes: int = 4096,
+           self_edges: bool = False) -> list[Graph]:
     out, i = [], 0
     while i < len(sizes):
         j, total = i, 0
@@ -89,7 +90,7 @@ def sample(flow, sizes: list[int], dim: int, temperature: float, device, batch_n
             j += 1
         b = torch.repeat_interleave(torch.arange(j - i, device=device), torch.tensor(sizes[i:j], device=device))
         z = torch.randn(total, dim, device=device)
-        out += decode_graphs(flow.inverse(z, complete_edges(b)), sizes[i:j], temperature)
+        out += decode_graphs(flow.inverse(z, complete_edges(b, self_edges)), sizes[i:j], temperature)
         i = j
     return out
 
@@ -146,7 +147,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
     try:   # the models' own checks (an even dim for the couplings, heads dividing hidden) as one line
         encoder = GraphEncoder(mc.dim, mc.encoder_steps, mc.hidden, mc.heads, mc.center, mc.residual,
                                mc.batch_norm, **mlp).to(device)
-        flow = GraphFlow(mc.dim, mc.flow_blocks, mc.hidden, mc.heads, mc.scale_bound, mc.actnorm, mc.separate_st,
+        flow = GraphFlow(mc.dim, mc.flow_blocks, mc.hidden, mc.flow_heads or mc.heads, mc.scale_bound, mc.actnorm, mc.separate_st,
                          mc.identity_init, **mlp).to(device)
     except ValueError as e:
         raise UserError(f"model: {e}") from None
@@ -196,7 +197,7 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
                         with torch.no_grad():
                             h = encode(encoder, b, tc.noise_std)
                         try:
-                            lp = flow.log_prob(h, complete_edges(b.batch), b.batch, b.num_graphs)
+                            lp = flow.log_prob(h, complete_edges(b.batch, mc.flow_self_edges), b.batch, b.num_graphs)
                         except FlowNumericalError as e:
                             raise UserError(f"step {step + 1}: {e}; {ckpt.describe()}") from None
                         loss = -lp.sum() / b.num_nodes          # NLL per node (nats)
@@ -284,7 +285,7 @@ def evaluate(cfg, encoder, flow, train_g, test_g, run_dir: Path, device) -> dict
         out["ae/test_pair_acc"] = ((logits > 0).float() == adjacency_targets(b, pairs)).float().mean().item()
         h = encode(encoder, b, cfg.train.noise_std)
         try:
-            lp = flow.log_prob(h, pairs, b.batch, b.num_graphs)
+            lp = flow.log_prob(h, complete_edges(b.batch, mc.flow_self_edges), b.batch, b.num_graphs)
         except FlowNumericalError as e:
             raise UserError(f"evaluation: {e}") from None
         out["flow/test_nll_per_dim"] = -lp.sum().item() / b.num_nodes / mc.dim
@@ -295,7 +296,7 @@ def evaluate(cfg, encoder, flow, train_g, test_g, run_dir: Path, device) -> dict
         torch.manual_seed(s)
         sizes = sample_sizes(ec.size_rule, train_sizes, ec.n_samples, j, rng)
         try:
-            samples = sample(flow, sizes, mc.dim, mc.temperature, device)
+            samples = sample(flow, sizes, mc.dim, mc.temperature, device, self_edges=mc.flow_self_edges)
         except FlowNumericalError as e:
             raise UserError(f"sampling (seed {s}): {e}") from None
         write_jsonl(run_dir / f"samples_seed{s}.jsonl", samples)

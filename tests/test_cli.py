@@ -238,3 +238,22 @@ def test_launcher_configs_select_the_hydra_plugin(launcher, target):
 def test_unknown_config_group_option_is_one_line():
     assert one_error_line(run_cli("experiment=lookahead_ptb_small", "optimizer=lion")) == \
         "error: unknown optimizer 'lion'; available: adam, adamw, lookahead_adam, lookahead_sgd, polyak, sgd"
+
+
+def test_resume_overrides_give_each_key_once_with_its_new_value(tmp_path):
+    """resume=<dir> replays the run's saved overrides; a key given again replaces the saved one (one entry, so the
+    resumed run's command reads as the run it is)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_main", ROOT / "run.py")
+    run_main = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_main)
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- experiment=fastweights_retrieval\n- seed=1\n- train.lr=0.5\n"
+                                                        "- threads=1\n")
+    (tmp_path / "summary.json").write_text("{}")
+    got = run_main.expand_resume([f"resume={tmp_path}", "seed=1", "train.lr=0.25", "eval.x=2"], multirun=False)
+    keys = [run_main.key_of(o) for o in got]
+    assert len(keys) == len(set(keys))
+    assert got[:5] == ["experiment=fastweights_retrieval", "threads=1", "seed=1", "train.lr=0.25", "eval.x=2"]
+    assert keys[5:] == ["resume", "hydra.run.dir"]

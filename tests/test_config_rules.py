@@ -34,13 +34,16 @@ REFUSED = [
     ("model.kind", "gcn", "model.kind='gcn': must be one of grevnet, gnn"),
     ("train.test_weights", "bset", "train.test_weights='bset': must be one of best, final"),
     ("eval.size_rule", "test", "eval.size_rule='test': must be one of random, authors"),
+    ("model.flow_self_edges", "yes", "model.flow_self_edges='yes': must be true or false"),
+    ("model.flow_self_edges", 1, "model.flow_self_edges=1: must be true or false"),
+    ("model.flow_heads", 0, "model.flow_heads=0: must be an integer >= 1"),
     ("optimizer.lookahead.alpha", math.inf, "optimizer.lookahead.alpha=inf: must be a number in [0.0, 1.0]"),
 ]
 ACCEPTED = [("seed", 2 ** 32 - 1), ("seed", 0), ("algo.vf_iters", 1), ("algo.vf_kfac.cold_iters", 0),
             ("algo.kfac.cold_lr_scale", 0.0), ("algo.kfac.weight_damping", 0.0), ("train.lr_decay", 1.0),
             ("train.polyak_nonmono", 0), ("model.max_forget_bits", 5), ("model.max_forget_bits", None),
             ("model.kind", "gnn"), ("train.test_weights", "final"), ("train.ae_target_acc", 1.0),
-            ("eval.size_rule", "authors")]
+            ("eval.size_rule", "authors"), ("model.flow_self_edges", True), ("model.flow_heads", None)]
 
 
 @pytest.mark.parametrize("key,value,message", REFUSED, ids=[f"{k}={v}" for k, v, _ in REFUSED])

@@ -93,6 +93,8 @@ def test_complete_edges_match_dense_loop():
     got = set(map(tuple, complete_edges(batch).T.tolist()))
     want = {(i, j) for i in range(6) for j in range(6) if i != j and batch[i] == batch[j]}
     assert got == want
+    got = complete_edges(batch, self_edges=True).T.tolist()
+    assert len(got) == 2 * 2 + 3 * 3 + 1 and set(map(tuple, got)) == want | {(i, i) for i in range(6)}
 
 
 def test_decoder_and_targets_by_hand():

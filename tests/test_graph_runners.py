@@ -100,3 +100,37 @@ def test_sample_sizes_random_rule_draws_from_the_training_sizes():
     assert np.abs(counts - 0.25).max() < 0.03
     with pytest.raises(ValueError):
         sample_sizes("test", train, 4, 0, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("flow_heads,self_edges", [(1, True), (None, False)])
+def test_flow_heads_and_self_edges_reach_every_flow_call(tmp_path, monkeypatch, flow_heads, self_edges):
+    """model.flow_heads builds the flow's attention, and model.flow_self_edges decides the flow's graph in training,
+    the test NLL and sampling alike (the decoder's pairs never have self-edges)."""
+    import runners.graph_generation as gg
+    from models.gnf import GraphFlow
+
+    seen = {"heads": [], "fwd": [], "inv": []}
+
+    class Recorded(GraphFlow):
+        def __init__(self, dim, n_blocks, hidden, heads, *a, **k):
+            seen["heads"].append(heads)
+            super().__init__(dim, n_blocks, hidden, heads, *a, **k)
+
+        def forward(self, x, edge_index):
+            seen["fwd"].append(bool((edge_index[0] == edge_index[1]).any()))
+            return super().forward(x, edge_index)
+
+        def inverse(self, z, edge_index):
+            seen["inv"].append(bool((edge_index[0] == edge_index[1]).any()))
+            return super().inverse(z, edge_index)
+
+    monkeypatch.setattr(gg, "GraphFlow", Recorded)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[*GEN, "train.ae_epochs=1", "train.flow_epochs=1", "eval.n_samples=4",
+                                           "logger.mode=disabled", "logger.progress=false",
+                                           f"model.flow_heads={'null' if flow_heads is None else flow_heads}",
+                                           f"model.flow_self_edges={str(self_edges).lower()}"])
+    gg.train(cfg, tmp_path, torch.device("cpu"), ROOT)
+    assert seen["heads"] == [flow_heads or 2]
+    assert len(seen["fwd"]) >= 2 and len(seen["inv"]) >= 1   # training steps + the test NLL; sampling
+    assert set(seen["fwd"]) == {self_edges} and set(seen["inv"]) == {self_edges}
