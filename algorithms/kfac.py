@@ -21,8 +21,9 @@ separate Fisher backward pass (see ``capture``). Defaults follow OpenAI baseline
 - eigendecompositions (``torch.linalg.eigh``) every ``eig_every`` updates; ``eig_async=True`` computes them in a
   background thread from the factors of the previous update (as baselines' queue runner, off the critical path;
   we wait for it at the next update, so it is exactly one update stale, where baselines' non-blocking dequeue
-  keeps an older one while the thread is still busy); eigenvalues below ``eig_eps`` clamped to 0; ``damping`` (0.01) plus ``weight_damping`` (on
-  weight blocks only; baselines adds its weight-decay coefficients there) added to the eigenvalue products, so
+  keeps an older one while the thread is still busy); eigenvalues below ``eig_eps`` clamped to 0; ``damping``
+  (0.01) plus ``weight_damping`` (on weight blocks only; baselines adds its weight-decay coefficients there)
+  added to the eigenvalue products, so
   the preconditioned gradient is (A kron G + damping I)^-1 g exactly;
 - trust region: the step's predicted KL, lr^2 * sum(g . F^-1 g) over every block, is capped at ``kl_clip`` by
   nu = min(1, sqrt(kl_clip / (lr^2 g.F^-1 g))) (no factor 2, as the code); then SGD with momentum 0.9 and step

@@ -2,7 +2,8 @@
 
 - ``AtariActorCritic``: the Nature DQN torso (conv 32-8x8/4, 64-4x4/2, 64-3x3/1, fc 512) shared by a
   categorical policy head and a value head; ``conv3_channels=32`` gives the smaller 32-64-32-512
-  variant of baselines' 2017 ACKTR release (acktr/policies.py; master uses the Nature CNN). Inputs are uint8 frames (N, 4, 84, 84).
+  variant of baselines' 2017 ACKTR release (acktr/policies.py; master uses the Nature CNN). Inputs are uint8
+  frames (N, 4, 84, 84).
   ``channels_last=True`` keeps weights and activations in NHWC, which oneDNN (CPU) and cuDNN run
   faster (measured 1.7x for forward + backward at batch 320 on a 2-core Xeon); the math is the same.
   Orthogonal initialisation as OpenAI baselines master (gain sqrt(2) for hidden layers, 0.01 for the policy output,

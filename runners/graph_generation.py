@@ -147,8 +147,8 @@ def train(cfg, run_dir: Path, device: torch.device, project_root: Path) -> dict:
     try:   # the models' own checks (an even dim for the couplings, heads dividing hidden) as one line
         encoder = GraphEncoder(mc.dim, mc.encoder_steps, mc.hidden, mc.heads, mc.center, mc.residual,
                                mc.batch_norm, **mlp).to(device)
-        flow = GraphFlow(mc.dim, mc.flow_blocks, mc.hidden, mc.flow_heads or mc.heads, mc.scale_bound, mc.actnorm, mc.separate_st,
-                         mc.identity_init, **mlp).to(device)
+        flow = GraphFlow(mc.dim, mc.flow_blocks, mc.hidden, mc.flow_heads or mc.heads, mc.scale_bound, mc.actnorm,
+                         mc.separate_st, mc.identity_init, **mlp).to(device)
     except ValueError as e:
         raise UserError(f"model: {e}") from None
     opt_ae = torch.optim.Adam(encoder.parameters(), lr=tc.ae_lr)
